@@ -1,0 +1,3 @@
+from loradyn.cli import main
+
+main()

@@ -1,0 +1,105 @@
+"""Registry of reproducible figures and tables.
+
+A figure module defines one function ``make(ctx) -> FigureOutput`` and registers it with
+:func:`register`. ``loradyn reproduce`` runs the registered figures in order; a figure
+whose optional requirements (e.g. ``torch``) are missing, or whose module is not yet
+available, is listed as pending instead of failing the run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SCALES = ("quick", "paper")
+VERDICTS = ("holds", "fails", "not-tested")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One row of the claims table, evaluated from data produced in the run."""
+
+    id: str
+    section: str
+    statement: str
+    measured: str
+    expected: str
+    verdict: str
+
+    def __post_init__(self) -> None:
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
+
+
+@dataclass
+class FigureContext:
+    """What a figure function gets: where to write, at which scale, how to report progress.
+
+    ``figures_dir`` and ``data_dir`` exist. ``progress(fraction, message)`` advances the
+    progress display of this figure (fraction in [0, 1]).
+    """
+
+    out: Path
+    scale: str = "quick"
+    engine: str = "reduced"
+    progress: Callable[[float, str], None] = lambda fraction, message="": None
+    seed: int = 0
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.out / "figures"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.out / "data"
+
+
+@dataclass
+class FigureOutput:
+    """What a figure function returns: files written, caption, claims evaluated."""
+
+    caption: str
+    files: list[Path] = field(default_factory=list)
+    data: list[Path] = field(default_factory=list)
+    claims: list[Claim] = field(default_factory=list)
+    kind: str = "figure"  # or "table"
+    html: str | None = None  # optional HTML snippet (e.g. a table) for the report
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    """A registered figure: id (``fig1``), title, function, optional module requirements."""
+
+    id: str
+    title: str
+    make: Callable[[FigureContext], FigureOutput]
+    requires: tuple[str, ...] = ()
+    order: float = 0.0
+
+
+_FIGURES: dict[str, FigureSpec] = {}
+
+
+def register(
+    id: str, title: str, *, requires: tuple[str, ...] = (), order: float | None = None
+) -> Callable[[Callable[[FigureContext], FigureOutput]], Callable[[FigureContext], FigureOutput]]:
+    """Decorator registering ``make(ctx) -> FigureOutput`` under ``id``."""
+
+    def deco(fn: Callable[[FigureContext], FigureOutput]) -> Callable[[FigureContext], FigureOutput]:
+        o = order if order is not None else _default_order(id)
+        _FIGURES[id] = FigureSpec(id, title, fn, tuple(requires), o)
+        return fn
+
+    return deco
+
+
+def _default_order(id: str) -> float:
+    digits = "".join(ch for ch in id if ch.isdigit())
+    base = float(digits) if digits else 99.0
+    return base + (100.0 if id.startswith("table") else 0.0)
+
+
+def registered() -> list[FigureSpec]:
+    """Registered figures, in order."""
+    return sorted(_FIGURES.values(), key=lambda s: (s.order, s.id))
