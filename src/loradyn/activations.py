@@ -268,7 +268,8 @@ def _single(name: str) -> Activation:
         k = int(m.group(1))
         if not 1 <= k <= MAX_HERMITE_DEGREE:
             raise LoradynError(
-                f"Hermite degree {k} in {name!r} is out of range: use he1 ... he{MAX_HERMITE_DEGREE}"
+                f"Hermite degree {k} in {name!r} is out of range: "
+                f"use he1 ... he{MAX_HERMITE_DEGREE}"
             )
         return _he(k, bool(m.group(2)))
     known = ", ".join(sorted(set(_REGISTRY) | {"x", "heK", "heK-norm"}))

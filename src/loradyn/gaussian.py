@@ -115,7 +115,8 @@ def rule_1d(
     """
     if breaks is None or np.asarray(breaks).shape[-1] == 0:
         x, w = hermite_rule(n)
-        return x.reshape((1,) * len(batch_shape) + (-1,)), w.reshape((1,) * len(batch_shape) + (-1,))
+        lead = (1,) * len(batch_shape) + (-1,)
+        return x.reshape(lead), w.reshape(lead)
     return split_rule(np.asarray(breaks, dtype=float), n)
 
 

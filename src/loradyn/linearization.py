@@ -22,9 +22,15 @@ Growth rate :math:`\lambda_+ = (-a + \sqrt{a^2 + 4b^2})/2`, characteristic time
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import xarray as xr
 from scipy.optimize import brentq
 
 from .errors import LoradynError, check_mu
@@ -33,6 +39,7 @@ from .population import Problem, make_problem
 
 Array = np.ndarray
 UNITS = ("natural", "paper")
+B_ROUNDING = 1e-12  # |b| below this fraction of sum |w z g0| is quadrature rounding: b = 0
 
 
 def _as_problem(problem: Problem | str, student: str | None = None, **kw) -> Problem:
@@ -55,7 +62,11 @@ def _ab_positive(problem: Problem, mu: Array, nodes: int) -> tuple[Array, Array]
         g0 = (st.f(lam) - y) * ds
     else:
         g0 = -y * ds
-    b = np.sum(w * z * g0, axis=-1)
+    zg = w * z * g0
+    b = np.sum(zg, axis=-1)
+    # b = 0 exactly in many cases (mu = 0 for odd He_K, mu = 1): snap rounding noise,
+    # measured against the size of the summed terms, to an exact zero.
+    b = np.where(np.abs(b) <= B_ROUNDING * np.sum(np.abs(zg), axis=-1), 0.0, b)
     cross = np.sum(w * tg.dy(z) * ds, axis=-1)
     a = (b + cross) / mu
     return a, b
@@ -144,10 +155,23 @@ class TauResult:
     scale: float
     problem: str
 
+    def to_dataset(self) -> xr.Dataset:
+        """The result as an :class:`xarray.Dataset` over ``mu``, config JSON in ``attrs``."""
+        mu = np.atleast_1d(self.mu)
+        cfg = {"problem": self.problem, "units": self.units, "scale": self.scale}
+        data = {
+            k: ("mu", np.atleast_1d(getattr(self, k)))
+            for k in ("a", "b", "lambda_plus", "tau")
+        }
+        return xr.Dataset(data, coords={"mu": mu}, attrs={"config": json.dumps(cfg)})
+
     def rows(self) -> list[dict[str, float]]:
         """One dict per mu with keys ``mu, a, b, lambda_plus, tau``."""
         return [
-            {"mu": float(m), "a": float(a), "b": float(b), "lambda_plus": float(lp), "tau": float(t)}
+            {
+                "mu": float(m), "a": float(a), "b": float(b),
+                "lambda_plus": float(lp), "tau": float(t),
+            }
             for m, a, b, lp, t in zip(
                 np.ravel(self.mu), np.ravel(self.a), np.ravel(self.b),
                 np.ravel(self.lambda_plus), np.ravel(self.tau), strict=True,
@@ -255,3 +279,89 @@ def singularities(
                 out.append(Singularity(float(root), float(aa[0]), float(bb[0])))
         i += 1
     return out
+
+
+_NUM = r"\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*"
+_RANGE = re.compile(rf"^{_NUM}:{_NUM}:\s*(\d+)\s*$")
+MAX_MU_POINTS = 1_000_000
+
+
+def parse_mu_spec(text: str) -> Array:
+    """Parse a ``mu`` specification: ``START:STOP:NUM`` or a comma list.
+
+    ``START:STOP:NUM`` gives ``numpy.linspace(START, STOP, NUM)`` (both ends included);
+    ``0.1,0.5,0.9`` gives those values. Every value must lie in [0, 1].
+
+    Raises
+    ------
+    LoradynError
+        Malformed text, ``START > STOP``, ``NUM < 1`` or a value outside [0, 1].
+    """
+    hint = "write START:STOP:NUM (e.g. 0:1:11) or a comma list (e.g. 0.1,0.5,0.9)"
+    if not isinstance(text, str) or not text.strip():
+        raise LoradynError(f"--mu is empty: {hint}")
+    s = text.strip()
+    if ":" in s:
+        m = _RANGE.match(s)
+        if not m:
+            raise LoradynError(f"cannot parse --mu {text!r}: {hint}")
+        start, stop, num = float(m.group(1)), float(m.group(2)), int(m.group(3))
+        if start > stop:
+            raise LoradynError(
+                f"--mu {text!r} has START = {start:g} > STOP = {stop:g}: "
+                "put the smaller value first"
+            )
+        if not 1 <= num <= MAX_MU_POINTS:
+            raise LoradynError(f"--mu {text!r} has NUM = {num}: use 1 to {MAX_MU_POINTS} points")
+        check_mu([start, stop])
+        return np.linspace(start, stop, num)
+    vals = []
+    for part in s.split(","):
+        if not re.fullmatch(_NUM, part):
+            raise LoradynError(f"cannot parse {part.strip()!r} in --mu {text!r}: {hint}")
+        vals.append(float(part))
+    arr = np.asarray(vals, dtype=float)
+    check_mu(arr)
+    return arr
+
+
+def _atomic_path(path: str | os.PathLike) -> tuple[Path, str]:
+    target = Path(path)
+    if target.parent and not target.parent.exists():
+        raise LoradynError(f"folder {str(target.parent)!r} does not exist: create it first")
+    fd, tmp = tempfile.mkstemp(dir=target.parent or ".", suffix=target.suffix or ".tmp")
+    os.close(fd)
+    return target, tmp
+
+
+def plot_tau(result: TauResult, path: str | os.PathLike, *, title: str | None = None) -> Path:
+    """Write a PNG of ``tau`` against ``mu`` (log ``y`` axis), atomically; returns the path.
+
+    Infinite values (singularities, ``mu = 1``) are left out of the curve and marked by
+    dashed vertical lines.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    target, tmp = _atomic_path(path)
+    mu = np.atleast_1d(result.mu)
+    t = np.atleast_1d(result.tau).astype(float)
+    fin = np.isfinite(t) & (t > 0)
+    fig, ax = plt.subplots(figsize=(5.0, 3.6), dpi=120)
+    try:
+        ax.plot(mu[fin], t[fin], marker="." if fin.sum() < 40 else None, lw=1.5)
+        for x in mu[~fin]:
+            ax.axvline(float(x), ls="--", lw=0.8, color="grey")
+        ax.set_yscale("log")
+        ax.set_xlabel("pre-training alignment mu")
+        ax.set_ylabel(f"tau ({result.units} units)")
+        ax.set_title(title or result.problem, fontsize=8)
+        ax.grid(True, which="both", alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)
+    os.replace(tmp, target)
+    return target
