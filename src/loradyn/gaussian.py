@@ -31,6 +31,7 @@ Array = np.ndarray
 
 DEFAULT_NODES = 64
 L_CUT = 20.0
+NEAR_KINK = 8.0  # half-width, in units of s/|c|, of the panels around a blurred kink
 _SQRT2PI = np.sqrt(2.0 * np.pi)
 
 
@@ -151,11 +152,19 @@ def rule_2d(
         eta = x.reshape((1,) * len(batch) + (1, -1))
         ww = (w[:, None] * w[None, :]).reshape((1,) * len(batch) + (n, n))
         return Rule2D(zs, eta, ww)
-    # outer breaks: teacher kinks, plus student kinks seen through lambda = c z* when s ~ 0
+    # outer breaks: teacher kinks, plus student kinks seen through lambda = c z*. After the
+    # inner integration over eta the integrand is smooth in z* but keeps a blurred kink of
+    # width ~ s/|c| around z* = k/c; two extra breaks at k/c +- NEAR_KINK * s/|c| resolve it
+    # (they matter when s << |c|, e.g. m -> 1, and fall outside [-L, L] otherwise).
     ob = [np.full(batch, k) for k in teacher_kinks]
     with np.errstate(divide="ignore", invalid="ignore"):
+        cnz = np.abs(c) > 1e-300
+        csafe = np.where(cnz, c, 1.0)
+        width = np.where(cnz, NEAR_KINK * np.abs(s) / np.abs(csafe), 2 * L_CUT)
+        width = np.minimum(width, 2 * L_CUT)
         for k in student_kinks:
-            ob.append(np.where(np.abs(c) > 1e-300, k / np.where(c == 0, 1.0, c), 0.0))
+            centre = np.where(cnz, k / csafe, 0.0)
+            ob.extend([centre, centre - width, centre + width])
     outer_b = np.stack(ob, axis=-1)
     zo, wo = split_rule(outer_b, n)  # batch + (No,)
     if student_kinks:
