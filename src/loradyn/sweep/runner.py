@@ -1,0 +1,235 @@
+"""Run a sweep's tasks on Dask, resumably.
+
+:func:`run_sweep` validates the spec, expands it into tasks, opens (or creates) the sweep
+directory and submits every task that has no result yet to a Dask cluster: a
+``LocalCluster`` with ``workers`` worker processes (one thread each) or an existing
+scheduler at ``scheduler`` (``tcp://host:8786``; see docs/sweeps.md for SLURM).
+
+Workers compute; results travel back to the process that runs the sweep, which is the
+only writer of the directory and stores each one atomically as soon as it arrives
+(:mod:`loradyn.sweep.store`). Workers therefore need no shared file system, and killing
+the run at any moment (``kill -9`` included) loses at most the tasks in flight: rerunning
+the same command skips every stored result and runs the rest.
+
+A task that raises (a diverging run, an invalid combination of parameters, a lost worker)
+is recorded as ``KEY.error.json`` and does not stop the others. A rerun does not retry
+failed tasks unless ``retry_failed=True`` (``--retry-failed``): a deterministic failure
+would fail again, and retrying is a decision the user should make.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import traceback
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import xarray as xr
+
+from ..errors import LoradynError
+from .spec import SweepSpec, Task, load_spec
+from .store import SweepStatus, SweepStore
+
+log = logging.getLogger(__name__)
+
+
+def execute_task(run: Any, params: dict[str, Any], engine: str) -> tuple[str, Any]:
+    """Run one task where Dask placed it; never raises.
+
+    Returns ``("ok", dataset)`` or ``("error", record)`` with the exception's type,
+    message and traceback, so that a failure travels back as data and is recorded.
+    """
+    try:
+        ds = run(params, engine)
+        if not isinstance(ds, xr.Dataset):
+            raise TypeError(f"task function returned {type(ds).__name__}, not xarray.Dataset")
+        return "ok", ds.load()
+    except Exception as exc:  # noqa: BLE001 - every failure is recorded, none stops the sweep
+        return "error", {
+            "type": type(exc).__name__,
+            "message": " ".join(str(exc).split()) or type(exc).__name__,
+            "traceback": traceback.format_exc(),
+        }
+
+
+def _error_record(task: Task, info: Mapping[str, Any], spec: SweepSpec) -> dict[str, Any]:
+    return {
+        **info,
+        "key": task.key,
+        "point": task.point,
+        "params": task.params,
+        "kind": spec.kind,
+        "engine": spec.engine,
+    }
+
+
+@contextlib.contextmanager
+def _client(workers: int | None, scheduler: str | None, n_tasks: int) -> Iterator[Any]:
+    try:
+        from dask.distributed import Client, LocalCluster
+    except ImportError as exc:  # pragma: no cover - dask is an optional extra
+        raise LoradynError(
+            "sweeps need dask.distributed: pip install 'loradyn[dist]'"
+        ) from exc
+    with contextlib.ExitStack() as stack:
+        if scheduler is not None:
+            try:
+                client = stack.enter_context(Client(scheduler, timeout="30s"))
+            except OSError as exc:
+                raise LoradynError(
+                    f"cannot connect to the Dask scheduler at {scheduler!r}: {exc}"
+                ) from None
+        else:
+            n = workers if workers is not None else min(os.cpu_count() or 1, n_tasks)
+            cluster = stack.enter_context(
+                LocalCluster(
+                    n_workers=max(1, n),
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                    silence_logs=logging.ERROR,
+                )
+            )
+            client = stack.enter_context(Client(cluster))
+        yield client
+
+
+class _Progress:
+    """A rich progress bar (tasks finished of total) on stderr, or nothing."""
+
+    def __init__(self, enabled: bool, name: str, total: int, finished: int):
+        self.bar = None
+        if not enabled:
+            return
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[failed]} failed"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+        )
+        self.task = self.bar.add_task(f"sweep {name}", total=total, completed=finished, failed=0)
+
+    def __enter__(self) -> _Progress:
+        if self.bar is not None:
+            self.bar.start()
+        return self
+
+    def advance(self, failed: int) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, advance=1, failed=failed)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def run_sweep(
+    spec_or_path: SweepSpec | Mapping[str, Any] | str | Path,
+    out: str | Path,
+    *,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    retry_failed: bool = False,
+    progress: bool = False,
+) -> SweepStatus:
+    """Run every unfinished task of a sweep and store the results in ``out``.
+
+    Parameters
+    ----------
+    spec_or_path
+        A :class:`SweepSpec`, the parsed TOML as a dict, or the path of a sweep file.
+    out
+        Sweep directory; created if missing. Must be empty, or hold this same sweep.
+    workers
+        Number of worker processes of a new ``LocalCluster`` (one thread each); default:
+        the number of CPUs, at most the number of tasks to run.
+    scheduler
+        Address of an existing Dask scheduler; excludes ``workers``.
+    retry_failed
+        Run again the tasks recorded as failed by an earlier run.
+    progress
+        Show a progress bar (tasks finished out of total) on stderr.
+
+    Returns
+    -------
+    SweepStatus
+        Tasks done, failed (with their errors) and pending after the run.
+    """
+    if workers is not None and scheduler is not None:
+        raise LoradynError("give either --workers or --scheduler, not both")
+    bad_workers = isinstance(workers, bool) or not isinstance(workers, int) or workers < 1
+    if workers is not None and bad_workers:
+        raise LoradynError(f"--workers = {workers!r} is invalid: give a positive integer")
+    spec = load_spec(spec_or_path)
+    kind = spec.task_kind()
+    tasks = spec.tasks()
+    if all(t.error for t in tasks):
+        t = tasks[0]
+        raise LoradynError(f"every task of the sweep is invalid, e.g. {t.label()}: {t.error}")
+    store = SweepStore.prepare(out, spec, tasks)
+    store.clean_temporaries()
+
+    for t in tasks:
+        if t.error and not store.has_result(t.key) and (retry_failed or not store.has_error(t.key)):
+            info = {"type": "LoradynError", "message": t.error, "traceback": ""}
+            store.write_error(t.key, _error_record(t, info, spec))
+
+    pending = [
+        t
+        for t in tasks
+        if t.error is None
+        and not store.has_result(t.key)
+        and (retry_failed or not store.has_error(t.key))
+    ]
+    if not pending:
+        return store.status()
+
+    before = store.status()
+    skipped_failed = {f.key for f in before.failed} - {t.key for t in pending}
+    n_failed = len(skipped_failed)
+    with _Progress(progress, spec.name, len(tasks), before.done + n_failed) as bar:
+        with _client(workers, scheduler, len(pending)) as client:
+            from dask.distributed import as_completed
+
+            futures = {
+                client.submit(
+                    execute_task, kind.run, t.params, spec.engine, key=f"loradyn-{t.key}"
+                ): t
+                for t in pending
+            }
+            for fut in as_completed(futures):
+                task = futures.pop(fut)
+                try:
+                    status, payload = fut.result()
+                except Exception as exc:  # noqa: BLE001 - lost worker, cancelled, unpicklable
+                    status, payload = "error", {
+                        "type": type(exc).__name__,
+                        "message": " ".join(str(exc).split()) or type(exc).__name__,
+                        "traceback": traceback.format_exc(),
+                    }
+                fut.release()
+                if status == "ok":
+                    store.write_result(task.key, payload)
+                else:
+                    n_failed += 1
+                    store.write_error(task.key, _error_record(task, payload, spec))
+                    log.info("task %s (%s) failed: %s", task.key, task.label(),
+                                payload["message"])
+                bar.advance(n_failed)
+    return store.status()
