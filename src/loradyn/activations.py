@@ -314,7 +314,9 @@ def get_activation(name: str | Activation) -> Activation:
     key = name.strip().lower().replace(" ", "")
     if "+" not in key and "*" not in key:
         return _single(key)
-    parts = [p for p in re.split(r"(?<![0-9][eE])\+", key) if p]
+    parts = re.split(r"(?<![0-9][eE])\+", key)
+    if any(not p for p in parts):
+        raise LoradynError(f"cannot parse activation {name!r}: a '+' needs a term on each side")
     terms: list[tuple[float, Activation]] = []
     for p in parts:
         m = _TERM.match(p)
