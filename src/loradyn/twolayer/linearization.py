@@ -1,0 +1,164 @@
+r"""Search-phase linearization of the two-layer LoRA model (App. K).
+
+At the start of fine-tuning ``A`` and ``M`` are small (:math:`O(1/\sqrt d)`) and ``C`` is
+close to the identity. Linearizing the gradient flow of
+:mod:`loradyn.twolayer.population` in ``(A, M)`` at ``A = M = 0`` with ``C`` fixed
+(the ``diag(s)`` and finite-step terms are quadratic or cubic and drop out):
+
+.. math::
+
+    \dot A = X M^\top - Y A C,\qquad \dot M = A^\top X,\qquad
+    X = -(G_P^0 + 2 G_Q^0 D),\quad Y = 2 G_Q^0,
+
+with :math:`G_P^0, G_Q^0` the loss derivatives at :math:`P = D`, :math:`Q = D^2`.
+:func:`jacobian` builds this ``2Kr x 2Kr`` system for a given rank and Gram ``C`` and
+:func:`search_rate` takes its largest real eigenvalue, the escape rate
+:math:`\lambda_+`; :math:`\tau = 1/\lambda_+`.
+
+Closed forms (:func:`collective_rate`), :math:`n^2 = \nu^2`, :math:`\delta_k = 1 - \mu_k`,
+:math:`C = I`:
+
+- linear: :math:`X = \nu^2\mathbf 1\delta^\top`, :math:`Y = \nu^2 \mathbf 1\mathbf 1^\top`. For each
+  rank direction ``j`` the collective coordinates :math:`\alpha_j = \sum_k A_{kj}` and
+  :math:`\beta_j = \sum_k \delta_k M_{jk}` obey
+  :math:`\dot\alpha_j = \nu^2 K(\beta_j - \alpha_j)`, :math:`\dot\beta_j = \nu^2|\delta|^2\alpha_j`:
+  :math:`\lambda_+ = \nu^2(-K + \sqrt{K^2 + 4K|\delta|^2})/2`, the same for every ``j``: the
+  rate depends on the mismatch vector only through :math:`|\delta|`, not on ``r``.
+- ``he2-norm``: with :math:`S = \sum_k (1-\mu_k^2)`, ``X`` and ``Y`` are diagonal,
+  :math:`x_k = 2\nu^2\mu_k(1 - \mu_k^2 + S/2)`, :math:`y_k = 2\nu^2(\mu_k^2 - S/2)`; each pair
+  :math:`(A_{kj}, M_{jk})` is a 2x2 block :math:`\begin{pmatrix}-y_k & x_k\\ x_k & 0\end{pmatrix}`,
+  :math:`\lambda_+ = \max_k (-y_k + \sqrt{y_k^2 + 4x_k^2})/2`, again the same for every ``j``.
+
+For ``K = 1`` both reduce to the single-index coefficients (linear:
+:math:`a = 1, b = -(1-\mu)`; He\ :sub:`2`: :math:`a = 3\mu^2 - 1`, :math:`b = -3\mu(1-\mu^2)`).
+With a Gram ``C != I`` (finite ``d``) the rank directions couple through ``Y A C``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import LoradynError, check_mu
+from .model import CLOSED_FORM, norm_factor
+from .population import _s_term, _x_term
+
+Array = np.ndarray
+
+
+def _check(activation: str, mu: Array) -> tuple[str, Array]:
+    key = activation.strip().lower()
+    key = {"x": "linear", "identity": "linear", "id": "linear"}.get(key, key)
+    if key not in CLOSED_FORM:
+        raise LoradynError(
+            f"the two-layer linearization is available for linear and he2-norm, not {activation!r}"
+        )
+    mu = np.atleast_1d(np.asarray(mu, dtype=float))
+    if mu.ndim != 1:
+        raise LoradynError("mu must be a flat list of mu_k, one per teacher neuron")
+    check_mu(mu)
+    return key, mu
+
+
+def search_matrices(activation: str, mu: Array, norm: str = "none") -> tuple[Array, Array]:
+    r"""``(X, Y)`` of the linearized flow: :math:`X = -(G_P^0 + 2G_Q^0 D)`, :math:`Y = 2G_Q^0`."""
+    act, mu = _check(activation, mu)
+    K = mu.size
+    n2 = norm_factor(norm, K) ** 2
+    D = np.diag(mu)
+    _, dX = _x_term(act, act, D)
+    _, dS = _s_term(act, D @ D)
+    GP, GQ = -n2 * dX, 0.5 * n2 * dS
+    return -(GP + 2.0 * GQ @ D), 2.0 * GQ
+
+
+def jacobian(activation: str, mu: Array, rank: int, *, norm: str = "none",
+             gram: Array | None = None) -> Array:
+    r"""The ``2Kr x 2Kr`` matrix of the linearized flow on ``(vec A, vec M)``.
+
+    ``vec A`` is ``A`` (``K x r``) flattened row-major, then ``vec M`` (``r x K``). ``gram``
+    is ``C`` (default :math:`I_r`).
+    """
+    X, Y = search_matrices(activation, mu, norm)
+    K, r = X.shape[0], int(rank)
+    if r < 1:
+        raise LoradynError(f"rank = {rank} is invalid: give a rank >= 1")
+    C = np.eye(r) if gram is None else np.asarray(gram, dtype=float)
+    if C.shape != (r, r):
+        raise LoradynError(f"gram must be {r} x {r} for rank {r}")
+    eyeK, eyer = np.eye(K), np.eye(r)
+    # dA_kj/dA_k'l = -Y_kk' C_lj ; dA_kj/dM_lk' = X_kk' delta_jl
+    JAA = -np.einsum("ab,lj->ajbl", Y, C).reshape(K * r, K * r)
+    JAM = np.einsum("ab,jl->ajlb", X, eyer).reshape(K * r, r * K)
+    # dM_jk/dA_k'l = X_k'k delta_jl
+    JMA = np.einsum("ba,jl->jabl", X, eyer).reshape(r * K, K * r)
+    JMM = np.zeros((r * K, r * K))
+    del eyeK
+    return np.block([[JAA, JAM], [JMA, JMM]])
+
+
+def search_rate(activation: str, mu: Array, rank: int, *, norm: str = "none",
+                gram: Array | None = None) -> float:
+    r"""Escape rate :math:`\lambda_+`: largest real part of the eigenvalues of :func:`jacobian`."""
+    ev = np.linalg.eigvals(jacobian(activation, mu, rank, norm=norm, gram=gram))
+    return float(max(np.max(ev.real), 0.0))
+
+
+def collective_rate(activation: str, mu: Array, *, norm: str = "none") -> float:
+    r"""Closed-form :math:`\lambda_+` at :math:`C = I` (module docstring); independent of ``r``."""
+    act, mu = _check(activation, mu)
+    K = mu.size
+    n2 = norm_factor(norm, K) ** 2
+    if act == "linear":
+        d2 = float(np.sum((1.0 - mu) ** 2))
+        return n2 * 2.0 * K * d2 / (K + math.sqrt(K * K + 4.0 * K * d2))
+    S = float(np.sum(1.0 - mu**2))
+    x = 2 * n2 * mu * (1 - mu**2 + S / 2)
+    y = 2 * n2 * (mu**2 - S / 2)
+    root = np.sqrt(y * y + 4 * x * x)
+    lam = np.where(y > 0, 2 * x * x / np.where(y + root > 0, y + root, 1.0), 0.5 * (root - y))
+    return float(np.max(lam))
+
+
+@dataclass(frozen=True)
+class TwoLayerTau:
+    """Escape rate and time per rank: arrays of the length of ``rank``."""
+
+    activation: str
+    mu: tuple[float, ...]
+    norm: str
+    rank: Array
+    lambda_plus: Array
+    tau: Array
+    closed_form: float
+
+    def rows(self) -> list[dict[str, float]]:
+        """One dict per rank with keys ``rank, lambda_plus, tau``."""
+        return [
+            {"rank": int(r), "lambda_plus": float(lp), "tau": float(t)}
+            for r, lp, t in zip(self.rank, self.lambda_plus, self.tau, strict=True)
+        ]
+
+
+def tau(activation: str, mu: Array, ranks: Array | int, *, norm: str = "none") -> TwoLayerTau:
+    r"""Escape rate :math:`\lambda_+` (Jacobian eigenvalue, ``C = I``) and
+    :math:`\tau = 1/\lambda_+` for each rank; ``tau`` is ``inf`` where :math:`\lambda_+ = 0`."""
+    act, mu_arr = _check(activation, mu)
+    rk = np.atleast_1d(np.asarray(ranks))
+    if rk.size == 0 or rk.ndim != 1:
+        raise LoradynError("rank must be a list of integers >= 1")
+    if not np.all(np.equal(np.mod(rk, 1), 0)) or np.any(rk < 1):
+        raise LoradynError(f"rank = {rk.tolist()} is invalid: give integers >= 1")
+    rk = rk.astype(int)
+    lam = np.array([search_rate(act, mu_arr, int(r), norm=norm) for r in rk])
+    with np.errstate(divide="ignore"):
+        t = np.where(lam > 0, 1.0 / np.where(lam > 0, lam, 1.0), np.inf)
+    return TwoLayerTau(act, tuple(float(v) for v in mu_arr), norm, rk, lam, t,
+                       collective_rate(act, mu_arr, norm=norm))
+
+
+def exit_time(tau_value: Array | float, d: int, radius: float = 0.5) -> Array:
+    r"""Predicted exit time :math:`\tau\log(R\sqrt d)` (ODE time; divide by ``lr`` for steps)."""
+    return np.asarray(tau_value, dtype=float) * (0.5 * math.log(d) + math.log(radius))

@@ -1,0 +1,350 @@
+r"""The two-layer LoRA model of App. K: configuration, state and exact initial laws.
+
+Model (theory.md section 10). Data :math:`x \sim N(0, I_d)`. Teacher with ``K`` orthonormal
+neurons :math:`w^*_k`,
+
+.. math::
+
+    y = \nu \sum_{k=1}^K \phi(w^*_k\cdot x),
+
+with the normalization :math:`\nu \in \{1, 1/K, 1/\sqrt K\}` (``norm='none' | '1/K' |
+'1/sqrt(K)'``). Student neuron ``k``:
+
+.. math::
+
+    w_k = \mu_k w^*_k + \sum_{j=1}^r A_{kj} v_j,\qquad
+    \hat y = \nu \sum_k \sigma(w_k\cdot x),
+
+with a shared rank-``r`` update: ``A`` is ``K x r`` (trainable), the ``r`` directions
+:math:`v_j` live on the unit sphere (trainable). The pre-trained part is *exactly
+aligned*: :math:`w_k^{(0)} = \mu_k w^*_k`, as in App. K (no misaligned component).
+
+Order parameters: :math:`M_{jk} = v_j\cdot w^*_k` (``r x K``), :math:`C_{jl} = v_j\cdot v_l`
+(``r x r``, unit diagonal) and ``A`` (``K x r``). With :math:`D = \mathrm{diag}(\mu)`,
+the student/teacher pre-activations are jointly Gaussian with
+
+.. math::
+
+    P = W W^{*\top} = D + A M,\qquad
+    Q = W W^\top = D^2 + D M^\top A^\top + A M D + A C A^\top,
+
+and teacher Gram :math:`I_K`. Every population quantity depends on ``(A, M, C)`` only.
+
+Initialization (exact law at dimension ``d``):
+
+- ``m0=None``: each :math:`v_j` uniform on the sphere, independently. Its projections on the
+  teacher span are :math:`n_j/|n_j|` with :math:`n_j \sim N(0, I_d)`: the ``K`` teacher
+  coordinates are i.i.d. :math:`N(0,1)` and the Gram of the ``r`` orthogonal parts is
+  Wishart\ :sub:`r`\ ``(d-K, I)``, drawn exactly by Bartlett's decomposition.
+- ``m0`` a number or an ``r x K`` array: :math:`M_0` is fixed (a number ``m`` gives
+  :math:`M_{0,jk} = m` when ``k = j mod K`` and 0 otherwise, i.e. direction ``j`` starts
+  toward teacher neuron ``j mod K``) and the rest of each :math:`v_j` is uniform on the
+  sphere orthogonal to the teacher span: :math:`C_0 = M_0 M_0^\top + (s s^\top)\circ R_0`,
+  :math:`s_j = \sqrt{1 - |M_{0,j}|^2}`, :math:`R_0` the correlation matrix of a
+  Wishart\ :sub:`r`\ ``(d-K, I)`` draw.
+- ``a0`` (default :math:`1/\sqrt d`, the single-index scale):
+  :math:`A_0 = a_0\,\mathbf 1\mathbf 1^\top`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..activations import get_activation
+from ..errors import LoradynError, check_mu
+
+Array = np.ndarray
+NORMS = ("none", "1/K", "1/sqrt(K)")
+ENGINES = ("dense", "reduced", "ode")
+UPDATES = ("spherical", "renormalized")
+CLOSED_FORM = ("linear", "he2-norm")
+
+
+def _act(name: object, what: str) -> str:
+    if not isinstance(name, str):
+        raise LoradynError(f"{what} must be an activation name such as linear or he2-norm")
+    get_activation(name)
+    key = name.strip().lower().replace(" ", "")
+    return {"x": "linear", "id": "linear", "identity": "linear"}.get(key, key)
+
+
+def _norm_key(norm: object) -> str:
+    key = str(norm).strip().replace(" ", "")
+    low = {"none": "none", "1": "none", "1/k": "1/K", "1/sqrt(k)": "1/sqrt(K)",
+           "1/sqrtk": "1/sqrt(K)"}
+    if key.lower() not in low:
+        raise LoradynError(f"norm = {norm!r} is unknown: choose one of {', '.join(NORMS)}")
+    return low[key.lower()]
+
+
+def norm_factor(norm: str, K: int) -> float:
+    r"""Output normalization :math:`\nu` (``none``: 1, ``1/K``, ``1/sqrt(K)``)."""
+    key = _norm_key(norm)
+    return {"none": 1.0, "1/K": 1.0 / K, "1/sqrt(K)": 1.0 / math.sqrt(K)}[key]
+
+
+def _int(name: str, value: object, lo: int) -> int:
+    if isinstance(value, bool):
+        raise LoradynError(f"{name} = {value!r} is invalid: give an integer >= {lo}")
+    try:
+        v = int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise LoradynError(f"{name} = {value!r} is invalid: give an integer >= {lo}") from None
+    if v != value and not (isinstance(value, float) and float(value).is_integer()):
+        raise LoradynError(f"{name} = {value!r} is invalid: give an integer >= {lo}")
+    if v < lo:
+        raise LoradynError(f"{name} = {v} is too small: {name} must be an integer >= {lo}")
+    return v
+
+
+def _pos(name: str, value: object) -> float:
+    try:
+        v = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise LoradynError(f"{name} = {value!r} is not a number: give a positive number") from None
+    if not (math.isfinite(v) and v > 0):
+        raise LoradynError(f"{name} = {value!r} is invalid: {name} must be a positive number")
+    return v
+
+
+@dataclass(frozen=True)
+class TwoLayerConfig:
+    r"""One two-layer LoRA run: model, optimizer and recording.
+
+    Parameters
+    ----------
+    mu
+        Pre-trained alignments :math:`\mu_k \in [0, 1]`, one per teacher neuron (``K = len(mu)``).
+    rank
+        LoRA rank ``r >= 1``.
+    activation
+        Student activation :math:`\sigma` (any registered name; closed forms and the ODE
+        need ``linear`` or ``he2-norm``).
+    teacher
+        Teacher activation :math:`\phi` (default: the student's).
+    norm
+        Output normalization :math:`\nu`: ``none``, ``1/K`` or ``1/sqrt(K)``.
+    d, lr, batch, steps
+        Dimension, learning rate :math:`\eta`, fresh samples per step, SGD steps. ODE time is
+        ``step * lr``.
+    seeds, seed0
+        Number of seeds and the first one.
+    a0
+        Initial entries of ``A`` (default :math:`1/\sqrt d`).
+    m0
+        ``None`` (directions uniform on the sphere), a number or an ``r x K`` nested list
+        (see the module docstring).
+    update
+        ``spherical``
+        (:math:`v_j \leftarrow \mathrm{normalize}(v_j - \eta P_{v_j}\nabla_{v_j}\ell)`) or
+        ``renormalized`` (:math:`v_j \leftarrow \mathrm{normalize}(v_j - \eta\nabla_{v_j}\ell)`).
+    threshold
+        Escape when :math:`\max_j |M_{j\cdot}|_2 \ge` ``threshold`` (norm of the projection of
+        a LoRA direction on the teacher span).
+    record_every
+        Record every this many steps (default ``max(1, steps // 500)``); the last step is
+        always recorded.
+    noise_term
+        ODE engine only: include the finite-step drift proportional to :math:`\eta d/B`.
+    """
+
+    mu: Any = (0.5, 0.5)
+    rank: int = 1
+    activation: str = "linear"
+    teacher: str | None = None
+    norm: str = "none"
+    d: int = 1000
+    lr: float = 0.1
+    batch: int = 100
+    steps: int = 2000
+    seeds: int = 1
+    seed0: int = 0
+    a0: float | None = None
+    m0: Any = None
+    update: str = "spherical"
+    threshold: float = 0.5
+    record_every: int | None = None
+    noise_term: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.mu, str):
+            raise LoradynError(f"mu = {self.mu!r} is not a list of numbers: give mu_k in [0, 1]")
+        try:
+            mu = np.atleast_1d(np.asarray(self.mu, dtype=float))
+        except (TypeError, ValueError):
+            raise LoradynError(f"mu = {self.mu!r} is not a list of numbers in [0, 1]") from None
+        if mu.ndim != 1:
+            raise LoradynError("mu must be a flat list of mu_k in [0, 1], one per teacher neuron")
+        check_mu(mu)
+        set_ = object.__setattr__
+        set_(self, "mu", tuple(float(v) for v in mu))
+        set_(self, "rank", _int("rank", self.rank, 1))
+        set_(self, "activation", _act(self.activation, "activation"))
+        set_(self, "teacher", _act(self.teacher if self.teacher is not None else self.activation,
+                                   "teacher"))
+        set_(self, "norm", _norm_key(self.norm))
+        set_(self, "d", _int("d", self.d, 2))
+        set_(self, "lr", _pos("lr", self.lr))
+        set_(self, "batch", _int("batch", self.batch, 1))
+        set_(self, "steps", _int("steps", self.steps, 1))
+        set_(self, "seeds", _int("seeds", self.seeds, 1))
+        set_(self, "seed0", _int("seed0", self.seed0, 0))
+        set_(self, "threshold", _pos("threshold", self.threshold))
+        K, r = len(self.mu), self.rank
+        if self.d < K + 2 * r:
+            raise LoradynError(
+                f"d = {self.d} is too small for K = {K} neurons and rank {r}: use d >= K + 2r"
+                f" = {K + 2 * r}"
+            )
+        a0 = 1.0 / math.sqrt(self.d) if self.a0 is None else self.a0
+        try:
+            a0 = float(a0)
+        except (TypeError, ValueError):
+            raise LoradynError(f"a0 = {self.a0!r} is not a number: give a finite number") from None
+        if not math.isfinite(a0):
+            raise LoradynError(f"a0 = {self.a0!r} is not finite: give a finite number")
+        set_(self, "a0", a0)
+        if self.m0 is not None:
+            m0 = self.initial_overlaps()
+            set_(self, "m0", [[float(v) for v in row] for row in m0])
+        if self.update not in UPDATES:
+            raise LoradynError(
+                f"update = {self.update!r} is unknown: choose spherical or renormalized"
+            )
+        re = max(1, self.steps // 500) if self.record_every is None else self.record_every
+        set_(self, "record_every", _int("record_every", re, 1))
+        set_(self, "noise_term", bool(self.noise_term))
+
+    # ----------------------------------------------------------------------------------
+    @property
+    def K(self) -> int:
+        """Number of teacher (and student) neurons."""
+        return len(self.mu)
+
+    @property
+    def nu(self) -> float:
+        r"""Output normalization :math:`\nu`."""
+        return norm_factor(self.norm, self.K)
+
+    @property
+    def closed_form(self) -> bool:
+        """True when the population loss has the closed form (linear / he2-norm pair)."""
+        return self.activation in CLOSED_FORM and self.teacher in CLOSED_FORM
+
+    def initial_overlaps(self) -> Array:
+        """The fixed initial ``M_0`` (``r x K``) when ``m0`` is given (see module docstring)."""
+        K, r = len(self.mu), int(self.rank)
+        if np.isscalar(self.m0):
+            m = float(self.m0)  # type: ignore[arg-type]
+            m0 = np.zeros((r, K))
+            m0[np.arange(r), np.arange(r) % K] = m
+        else:
+            try:
+                m0 = np.asarray(self.m0, dtype=float)
+            except (TypeError, ValueError):
+                raise LoradynError("m0 must be a number or an r x K list of numbers") from None
+            if m0.shape != (r, K):
+                raise LoradynError(
+                    f"m0 has shape {m0.shape}: give a number or an r x K = {r} x {K} list"
+                )
+        if not np.all(np.isfinite(m0)) or np.any(np.sum(m0**2, axis=1) >= 1.0):
+            raise LoradynError("m0 is invalid: every row of m0 must have norm < 1")
+        return m0
+
+    def replace(self, **changes: Any) -> TwoLayerConfig:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-Python dict of every field (JSON-serializable)."""
+        out = dataclasses.asdict(self)
+        out["mu"] = list(self.mu)
+        return out
+
+    def to_json(self) -> str:
+        """The configuration as a JSON string (stored in ``Dataset.attrs['config']``)."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> TwoLayerConfig:
+        """Inverse of :meth:`to_json`."""
+        return cls(**json.loads(text))
+
+
+@dataclass
+class State:
+    """Order parameters ``A`` (``... x K x r``), ``M`` (``... x r x K``), ``C`` (``.. x r x r``)."""
+
+    A: Array
+    M: Array
+    C: Array
+
+    def copy(self) -> State:
+        return State(self.A.copy(), self.M.copy(), self.C.copy())
+
+
+# --------------------------------------------------------------------------------------
+# Exact random draws
+
+
+def bartlett(rng: np.random.Generator, df: int, r: int) -> Array:
+    r"""Lower-triangular Bartlett factor ``T``: :math:`T T^\top \sim` Wishart\ :sub:`r`\ (df, I).
+
+    :math:`T_{ii} = \sqrt{\chi^2_{df - i}}` (``i = 0..r-1``), :math:`T_{ij} \sim N(0,1)` for
+    ``i > j``. Needs ``df >= r``.
+    """
+    idx = np.arange(r)
+    T = np.zeros((r, r))
+    if r > 1:
+        T[np.tril_indices(r, -1)] = rng.standard_normal(r * (r - 1) // 2)
+    T[idx, idx] = np.sqrt(rng.chisquare(df - idx))
+    return T
+
+
+def psd_factor(S: Array) -> Array:
+    r"""A square factor ``F`` with :math:`F F^\top = S` for a symmetric PSD ``S`` (Cholesky,
+    falling back to the eigen-decomposition when ``S`` is singular)."""
+    try:
+        return np.linalg.cholesky(S)
+    except np.linalg.LinAlgError:
+        lam, U = np.linalg.eigh(0.5 * (S + S.T))
+        return U * np.sqrt(np.clip(lam, 0.0, None))
+
+
+def wishart(rng: np.random.Generator, df: int, scale: Array) -> Array:
+    r"""One exact draw of Wishart\ :sub:`r`\ (df, scale) as :math:`F T T^\top F^\top` (Bartlett)."""
+    FT = psd_factor(scale) @ bartlett(rng, df, scale.shape[0])
+    return FT @ FT.T
+
+
+def initial_state(cfg: TwoLayerConfig, rng: np.random.Generator) -> State:
+    """Draw ``(A_0, M_0, C_0)`` with the exact law of the dense initialization (see module doc)."""
+    K, r, d = cfg.K, cfg.rank, cfg.d
+    A = np.full((K, r), float(cfg.a0))  # type: ignore[arg-type]
+    if cfg.m0 is None:
+        npar = rng.standard_normal((r, K))
+        G = npar @ npar.T + bartlett_gram(rng, d - K, r)
+        nrm = np.sqrt(np.diag(G))
+        M = npar / nrm[:, None]
+        C = G / np.outer(nrm, nrm)
+    else:
+        M = np.asarray(cfg.m0, dtype=float)
+        G0 = bartlett_gram(rng, d - K, r)
+        g = np.sqrt(np.diag(G0))
+        R0 = G0 / np.outer(g, g)
+        s = np.sqrt(1.0 - np.sum(M * M, axis=1))
+        C = M @ M.T + np.outer(s, s) * R0
+    C[np.arange(r), np.arange(r)] = 1.0
+    return State(A, M, C)
+
+
+def bartlett_gram(rng: np.random.Generator, df: int, r: int) -> Array:
+    """Wishart_r(df, I) drawn as ``T T^T`` with the Bartlett factor."""
+    T = bartlett(rng, df, r)
+    return T @ T.T

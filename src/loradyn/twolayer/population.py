@@ -1,0 +1,306 @@
+r"""Population loss, gradients and gradient flow of the two-layer LoRA model.
+
+Let :math:`D = \mathrm{diag}(\mu)`, :math:`P = D + AM` (student-teacher covariances
+:math:`E[\lambda_k z^*_l]`) and :math:`Q = D^2 + D M^\top A^\top + A M D + A C A^\top`
+(student Gram :math:`E[\lambda_k\lambda_l]`); the teacher Gram is :math:`I_K`. With
+:math:`\ell = (\hat y - y)^2/2`,
+
+.. math::
+
+    L = \frac{\nu^2}{2}\Big(\textstyle\sum_{kl} E[\phi_k\phi_l]
+        - 2\sum_{kl} E[\sigma(\lambda_k)\phi(z^*_l)]
+        + \sum_{kl} E[\sigma(\lambda_k)\sigma(\lambda_l)]\Big).
+
+Closed forms (jointly Gaussian pairs with variances :math:`q_a, q_b` and covariance ``c``):
+
+- linear: :math:`E[ab] = c`;
+- ``he2-norm`` (:math:`\sigma = \mathrm{He}_2/\sqrt2`): :math:`E[\sigma(a)\sigma(b)] = c^2 +
+  \tfrac12 (q_a - 1)(q_b - 1)` (the mean :math:`E\sigma(a) = (q_a-1)/\sqrt2` does not vanish
+  when :math:`q_a \ne 1`);
+- mixed linear / ``he2-norm``: 0 (odd times even moment of a centred Gaussian).
+
+Hence (teacher part :math:`\sum_{kl}E[\phi_k\phi_l] = K` for both)
+
+.. math::
+
+    L_{lin} = \tfrac{\nu^2}{2}\,\mathbf 1^\top (I - P - P^\top + Q)\mathbf 1,\qquad
+    L_{He_2} = \tfrac{\nu^2}{2}\big(K - 2\|P\|_F^2 + \|Q\|_F^2
+               + \tfrac12(\mathrm{tr}\,Q - K)^2\big).
+
+Gradients. Write :math:`dL = \mathrm{tr}(G_P^\top dP) + \mathrm{tr}(G_Q\, dQ)` with :math:`G_Q`
+symmetric (linear: :math:`G_P = -\nu^2\mathbf 1\mathbf 1^\top`, :math:`G_Q = \tfrac{\nu^2}{2}
+\mathbf 1\mathbf 1^\top`; He\ :sub:`2`: :math:`G_P = -2\nu^2 P`,
+:math:`G_Q = \nu^2 (Q + \tfrac12(\mathrm{tr}Q - K) I)`). Since :math:`P = W W^{*\top}`,
+:math:`Q = W W^\top`, :math:`\nabla_W L = G_P W^* + 2 G_Q W` and with
+:math:`W = D W^* + A V`:
+
+.. math::
+
+    \nabla_A L = G_P M^\top + 2 G_Q (D M^\top + A C),\qquad
+    (\nabla_V L) W^{*\top} = A^\top (G_P + 2 G_Q P),\qquad
+    (\nabla_V L) V^\top = A^\top \nabla_A L =: S.
+
+Spherical gradient flow of each :math:`v_j` (:math:`\dot v_j = -(I - v_j v_j^\top)\nabla_{v_j}L`)
+gives, with :math:`s = \mathrm{diag}(S)`,
+
+.. math::
+
+    \dot A = -\nabla_A L,\quad
+    \dot M = -\big(A^\top(G_P + 2G_QP) - \mathrm{diag}(s) M\big),\quad
+    \dot C = -(S - \mathrm{diag}(s)C) - (S - \mathrm{diag}(s)C)^\top.
+
+Finite-step term (one-pass SGD, step :math:`\eta`, batch ``B``; theory.md section 4
+generalized). The batch gradient of :math:`v_j` has an isotropic part of squared norm
+:math:`\approx (d/B) h_{jj}` orthogonal to everything, with :math:`h = A^\top H A`,
+:math:`H_{kk'} = \nu^2 E[(\hat y - y)^2 \sigma'(\lambda_k)\sigma'(\lambda_{k'})]`. The
+normalization then shrinks :math:`v_j` by :math:`1 - \tfrac{\eta^2 d}{2B} h_{jj}` and the
+isotropic parts of two directions overlap by :math:`\eta^2 (d/B) h_{jl}`: per unit time
+:math:`t = \eta\cdot\mathrm{step}`,
+
+.. math::
+
+    \dot M_{jk} \mathrel{+}= -\frac{\eta d}{B}\frac{h_{jj}}{2}M_{jk},\qquad
+    \dot C_{jl} \mathrel{+}= \frac{\eta d}{B}\Big(h_{jl} - \frac{h_{jj} + h_{ll}}{2}C_{jl}\Big).
+
+:math:`H` in closed form: linear, :math:`H = \nu^2 E[(\hat y-y)^2]\,\mathbf 1\mathbf 1^\top`;
+He\ :sub:`2`, with :math:`g = (\lambda, z^*) \sim N(0,\Sigma)`,
+:math:`\hat y - y = \tfrac{\nu}{\sqrt2} g^\top \mathcal D g`,
+:math:`\mathcal D = \mathrm{diag}(I_K, -I_K)`,
+Stein's lemma gives :math:`E[(g^\top\mathcal Dg)^2 g_a g_b] = \Sigma_{ab}(t_1^2 + 2t_2)
++ 4 t_1 (\Sigma\mathcal D\Sigma)_{ab} + 8 (\Sigma\mathcal D\Sigma\mathcal D\Sigma)_{ab}`,
+:math:`t_1 = \mathrm{tr}(\mathcal D\Sigma)`, :math:`t_2 = \mathrm{tr}((\mathcal D\Sigma)^2)`, so
+:math:`H = \nu^4 [\,\cdot\,]_{\lambda\lambda}`.
+
+Other activations: :func:`loss` uses pairwise 2-D Gaussian quadrature
+(:func:`loradyn.gaussian.rule_2d`); the flow needs a closed form.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..activations import get_activation
+from ..errors import LoradynError
+from ..gaussian import hermite_rule, rule_2d
+from .model import CLOSED_FORM, State, TwoLayerConfig
+
+Array = np.ndarray
+_SQRT2 = np.sqrt(2.0)
+
+
+def _T(x: Array) -> Array:
+    return np.swapaxes(x, -1, -2)
+
+
+def covariances(mu: Array, A: Array, M: Array, C: Array) -> tuple[Array, Array]:
+    r"""``(P, Q)``: :math:`P = D + AM`, :math:`Q = D^2 + DM^\top A^\top + AMD + ACA^\top`.
+
+    Leading dimensions of ``A, M, C`` are batch dimensions.
+    """
+    mu = np.asarray(mu, dtype=float)
+    D = np.diag(mu)
+    AM = A @ M
+    P = D + AM
+    # A M D = AM * mu (scales columns); D M^T A^T = (A M D)^T
+    Q = D * D + (AM * mu) + _T(AM * mu) + A @ C @ _T(A)
+    return P, Q
+
+
+def _x_term(student: str, teacher: str, P: Array) -> tuple[Array, Array]:
+    """Cross term X = sum E[sigma_k phi_l] and dX/dP."""
+    if student == teacher == "linear":
+        return P.sum(axis=(-2, -1)), np.ones_like(P)
+    if student == teacher == "he2-norm":
+        return (P * P).sum(axis=(-2, -1)), 2.0 * P
+    return np.zeros(P.shape[:-2]), np.zeros_like(P)
+
+
+def _s_term(student: str, Q: Array) -> tuple[Array, Array]:
+    """Student term S = sum E[sigma_k sigma_l] and dS/dQ (symmetric convention)."""
+    K = Q.shape[-1]
+    if student == "linear":
+        return Q.sum(axis=(-2, -1)), np.ones_like(Q)
+    tr = np.trace(Q, axis1=-2, axis2=-1) - K
+    S = (Q * Q).sum(axis=(-2, -1)) + 0.5 * tr * tr
+    return S, 2.0 * Q + tr[..., None, None] * np.eye(K)
+
+
+def _check_closed(student: str, teacher: str) -> None:
+    if student not in CLOSED_FORM or teacher not in CLOSED_FORM:
+        raise LoradynError(
+            f"the closed-form loss needs linear or he2-norm activations, not {student}/{teacher}:"
+            " use one of those, or loradyn.twolayer.population.loss (quadrature)"
+        )
+
+
+def closed_loss(
+    mu: Array, A: Array, M: Array, C: Array, *, activation: str, teacher: str | None = None,
+    nu: float = 1.0,
+) -> Array:
+    """Closed-form population loss for linear / he2-norm (module docstring); batched."""
+    teacher = teacher or activation
+    _check_closed(activation, teacher)
+    P, Q = covariances(mu, A, M, C)
+    K = P.shape[-1]
+    X, _ = _x_term(activation, teacher, P)
+    S, _ = _s_term(activation, Q)
+    return 0.5 * nu * nu * (K - 2.0 * X + S)
+
+
+def loss_gradients(
+    mu: Array, A: Array, M: Array, C: Array, *, activation: str, teacher: str | None = None,
+    nu: float = 1.0,
+) -> tuple[Array, Array, Array, Array]:
+    r"""``(gA, GW, S, L)``: :math:`\nabla_A L`, :math:`(\nabla_V L)W^{*\top}`,
+    :math:`(\nabla_V L)V^\top` and L (closed form)."""
+    teacher = teacher or activation
+    _check_closed(activation, teacher)
+    mu = np.asarray(mu, dtype=float)
+    P, Q = covariances(mu, A, M, C)
+    K = P.shape[-1]
+    X, dX = _x_term(activation, teacher, P)
+    Sv, dS = _s_term(activation, Q)
+    n2 = nu * nu
+    GP = -n2 * dX
+    GQ = 0.5 * n2 * dS
+    DMt = _T(M) * mu[:, None]
+    gA = GP @ _T(M) + 2.0 * GQ @ (DMt + A @ C)
+    GW = _T(A) @ (GP + 2.0 * GQ @ P)
+    S = _T(A) @ gA
+    L = 0.5 * n2 * (K - 2.0 * X + Sv)
+    return gA, GW, S, L
+
+
+def noise_matrix(
+    mu: Array, A: Array, M: Array, C: Array, *, activation: str, nu: float = 1.0
+) -> Array:
+    r""":math:`H_{kk'} = \nu^2 E[(\hat y - y)^2\sigma'(\lambda_k)\sigma'(\lambda_{k'})]`
+    (teacher = student, linear or he2-norm)."""
+    P, Q = covariances(mu, A, M, C)
+    K = P.shape[-1]
+    if activation == "linear":
+        ER2 = nu * nu * (Q - P - _T(P) + np.eye(K)).sum(axis=(-2, -1))
+        return nu * nu * ER2[..., None, None] * np.ones_like(Q)
+    if activation != "he2-norm":
+        raise LoradynError(f"the finite-step term needs linear or he2-norm, not {activation}")
+    top = np.concatenate([Q, P], axis=-1)
+    bot = np.concatenate([_T(P), np.broadcast_to(np.eye(K), P.shape)], axis=-1)
+    Sig = np.concatenate([top, bot], axis=-2)
+    dg = np.concatenate([np.ones(K), -np.ones(K)])
+    DS = dg[:, None] * Sig
+    t1 = np.trace(DS, axis1=-2, axis2=-1)
+    t2 = np.trace(DS @ DS, axis1=-2, axis2=-1)
+    SDS = Sig @ DS
+    SDSDS = SDS @ DS
+    E = (Sig * (t1 * t1 + 2 * t2)[..., None, None] + 4 * t1[..., None, None] * SDS + 8 * SDSDS)
+    return nu**4 * E[..., :K, :K]
+
+
+def flow(
+    cfg: TwoLayerConfig, A: Array, M: Array, C: Array, *, step_noise: float | None = None
+) -> tuple[Array, Array, Array]:
+    r"""Right-hand side :math:`(\dot A, \dot M, \dot C)` of the ODE (module docstring).
+
+    ``step_noise`` is :math:`\eta d/B` (default from ``cfg`` when ``cfg.noise_term``, else 0).
+    """
+    if cfg.activation != cfg.teacher:
+        raise LoradynError(
+            "the ODE needs the same teacher and student activation (linear or he2-norm)"
+        )
+    mu = np.asarray(cfg.mu)
+    gA, GW, S, _ = loss_gradients(mu, A, M, C, activation=cfg.activation, nu=cfg.nu)
+    s = np.diagonal(S, axis1=-2, axis2=-1)
+    dA = -gA
+    dM = -(GW - s[..., :, None] * M)
+    X = S - s[..., :, None] * C
+    dC = -(X + _T(X))
+    if step_noise is None:
+        step_noise = cfg.lr * cfg.d / cfg.batch if cfg.noise_term else 0.0
+    if step_noise:
+        H = noise_matrix(mu, A, M, C, activation=cfg.activation, nu=cfg.nu)
+        h = _T(A) @ H @ A
+        hd = np.diagonal(h, axis1=-2, axis2=-1)
+        dM = dM - step_noise * 0.5 * hd[..., :, None] * M
+        dC = dC + step_noise * (h - 0.5 * (hd[..., :, None] + hd[..., None, :]) * C)
+    return dA, dM, dC
+
+
+# --------------------------------------------------------------------------------------
+# Generic activations: pairwise quadrature; Monte Carlo for tests
+
+
+def _pair(f, g, qa: Array, qb: Array, c: Array, n: int) -> Array:
+    r""":math:`E[f(a)g(b)]`, centred Gaussian pairs: variances ``qa, qb``, covariance ``c``."""
+    qa, qb, c = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (qa, qb, c)))
+    sa = np.sqrt(np.clip(qa, 0.0, None))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cz = np.where(sa > 0, c / np.where(sa > 0, sa, 1.0), 0.0)
+    s = np.sqrt(np.clip(qb - cz * cz, 0.0, None))
+    fk, gk = tuple(f.kinks), tuple(g.kinks)
+    if all(k == 0.0 for k in fk):
+        rule = rule_2d(cz, s, fk, gk, n)
+        a = sa[..., None, None] * rule.zs
+        b = cz[..., None, None] * rule.zs + s[..., None, None] * rule.eta
+        return rule.expect(f.f(a) * g.f(b))
+    out = np.empty(qa.shape)
+    for idx in np.ndindex(qa.shape):
+        ks = tuple(k / sa[idx] for k in fk) if sa[idx] > 0 else ()
+        rule = rule_2d(cz[idx], s[idx], ks, gk, n)
+        a = sa[idx] * rule.zs
+        b = cz[idx] * rule.zs + s[idx] * rule.eta
+        out[idx] = rule.expect(f.f(a) * g.f(b))
+    return out
+
+
+def quadrature_loss(
+    mu: Array, A: Array, M: Array, C: Array, *, activation: str, teacher: str | None = None,
+    nu: float = 1.0, nodes: int = 48,
+) -> Array:
+    """Population loss for any registered activations by pairwise 2-D Gaussian quadrature."""
+    sig = get_activation(activation)
+    phi = get_activation(teacher or activation)
+    P, Q = covariances(mu, A, M, C)
+    K = P.shape[-1]
+    qd = np.diagonal(Q, axis1=-2, axis2=-1)
+    ss = _pair(sig, sig, qd[..., :, None], qd[..., None, :], Q, nodes).sum(axis=(-2, -1))
+    st = _pair(sig, phi, qd[..., :, None] + 0 * P, np.ones_like(P), P, nodes).sum(axis=(-2, -1))
+    x, w = hermite_rule(max(nodes, 64))
+    if phi.kinks:
+        from ..gaussian import expect_1d
+
+        m1 = float(expect_1d(phi.f, np.asarray(phi.kinks)[None, :], nodes))
+        m2 = float(expect_1d(lambda z: phi.f(z) ** 2, np.asarray(phi.kinks)[None, :], nodes))
+    else:
+        m1 = float(np.sum(w * phi.f(x)))
+        m2 = float(np.sum(w * phi.f(x) ** 2))
+    tt = K * m2 + K * (K - 1) * m1 * m1
+    return 0.5 * nu * nu * (tt - 2.0 * st + ss)
+
+
+def loss(cfg: TwoLayerConfig, state: State, nodes: int = 48) -> Array:
+    """Population loss of ``state`` under ``cfg``: closed form when available, else quadrature."""
+    if cfg.closed_form:
+        return closed_loss(cfg.mu, state.A, state.M, state.C, activation=cfg.activation,
+                           teacher=cfg.teacher, nu=cfg.nu)
+    return quadrature_loss(cfg.mu, state.A, state.M, state.C, activation=cfg.activation,
+                           teacher=cfg.teacher, nu=cfg.nu, nodes=nodes)
+
+
+def monte_carlo_loss(
+    cfg: TwoLayerConfig, state: State, n: int, rng: np.random.Generator
+) -> tuple[float, float]:
+    """Monte Carlo estimate (mean, standard error) of the loss from ``n`` Gaussian samples.
+
+    Draws the ``2K`` pre-activations :math:`(\\lambda, z^*)` from their joint Gaussian law
+    (covariance built from ``P, Q``) and averages :math:`(\\hat y - y)^2/2`.
+    """
+    P, Q = covariances(cfg.mu, state.A, state.M, state.C)
+    K = cfg.K
+    Sig = np.block([[Q, P], [P.T, np.eye(K)]])
+    lam, U = np.linalg.eigh(Sig)
+    F = U * np.sqrt(np.clip(lam, 0.0, None))
+    g = rng.standard_normal((n, 2 * K)) @ F.T
+    sig, phi = get_activation(cfg.activation), get_activation(cfg.teacher)
+    r = cfg.nu * (sig.f(g[:, :K]).sum(axis=1) - phi.f(g[:, K:]).sum(axis=1))
+    l = 0.5 * r * r
+    return float(l.mean()), float(l.std(ddof=1) / np.sqrt(n))
