@@ -6,7 +6,7 @@
 - :mod:`.engines`: ``dense``, ``reduced`` (Gram + Wishart, cost independent of ``d``), ``ode``.
 """
 
-from .engines import record_steps, run, save, simulate
+from .engines import plot_loss, record_steps, run, save, simulate, summary
 from .linearization import TwoLayerTau, collective_rate, exit_time, jacobian, search_rate, tau
 from .model import State, TwoLayerConfig, initial_state
 from .population import closed_loss, flow, loss, monte_carlo_loss, quadrature_loss
@@ -14,5 +14,5 @@ from .population import closed_loss, flow, loss, monte_carlo_loss, quadrature_lo
 __all__ = [
     "State", "TwoLayerConfig", "TwoLayerTau", "closed_loss", "collective_rate", "exit_time",
     "flow", "initial_state", "jacobian", "loss", "monte_carlo_loss", "quadrature_loss",
-    "record_steps", "run", "save", "search_rate", "simulate", "tau",
+    "plot_loss", "record_steps", "run", "save", "search_rate", "simulate", "summary", "tau",
 ]

@@ -338,3 +338,52 @@ def save(ds: xr.Dataset, path) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def summary(ds: xr.Dataset) -> list[dict[str, float]]:
+    """One row per rank of a :func:`simulate` result: escape statistics and final loss.
+
+    Keys: ``rank``, ``escaped`` (fraction of seeds), ``escape_step_mean``,
+    ``escape_step_std`` (over escaped seeds), ``loss_initial``, ``loss_final`` (seed means).
+    """
+    if "rank" not in ds.dims:
+        ds = ds.expand_dims(rank=[int(ds.sizes["lora"])])
+    rows = []
+    for r in ds["rank"].values:
+        sub = ds.sel(rank=r)
+        esc = sub.escape_step.values
+        ok = esc >= 0
+        L = sub.loss.values
+        last = np.array([row[np.isfinite(row)][-1] if np.isfinite(row).any() else np.nan
+                         for row in L])
+        rows.append({
+            "rank": int(r),
+            "escaped": float(ok.mean()),
+            "escape_step_mean": float(esc[ok].mean()) if ok.any() else float("nan"),
+            "escape_step_std": float(esc[ok].std()) if ok.sum() > 1 else float("nan"),
+            "loss_initial": float(np.nanmean(L[:, 0])),
+            "loss_final": float(np.nanmean(last)),
+        })
+    return rows
+
+
+def plot_loss(ds: xr.Dataset, path) -> None:
+    """Write a PNG of the seed-mean loss against time, one curve per rank."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if "rank" not in ds.dims:
+        ds = ds.expand_dims(rank=[int(ds.sizes["lora"])])
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    for r in ds["rank"].values:
+        L = ds.loss.sel(rank=r)
+        ax.plot(ds.time.values, L.mean("seed").values, label=f"r = {int(r)}")
+    ax.set_yscale("log")
+    ax.set_xlabel("time (step x lr)")
+    ax.set_ylabel("population loss")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,0 +1,143 @@
+"""CLI of the two-layer LoRA model (App. K): ``loradyn twolayer tau`` and ``... simulate``.
+
+Each command parses its options, calls one library function of :mod:`loradyn.twolayer`
+and prints the result; nothing is computed here.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import sys
+
+import typer
+
+from ..errors import LoradynError
+from ..twolayer import TwoLayerConfig, plot_loss, save, simulate, summary, tau
+from ._app import app
+
+twolayer_app = typer.Typer(
+    name="twolayer",
+    help="Two-layer LoRA model of App. K: K teacher neurons, alignments mu_k, rank r.",
+    no_args_is_help=True,
+)
+app.add_typer(twolayer_app, name="twolayer")
+
+
+def _floats(text: str, what: str) -> list[float]:
+    try:
+        vals = [float(t) for t in text.replace(" ", "").split(",") if t]
+    except ValueError:
+        raise LoradynError(
+            f"{what} = {text!r} is not a comma list of numbers, e.g. 0.5,0.8"
+        ) from None
+    if not vals:
+        raise LoradynError(f"{what} is empty: give a comma list, e.g. 0.5,0.8")
+    return vals
+
+
+def _ints(text: str, what: str) -> list[int]:
+    vals = _floats(text, what)
+    if any(v != int(v) or v < 1 for v in vals):
+        raise LoradynError(f"{what} = {text!r} is invalid: give integers >= 1, e.g. 1,2,4")
+    return [int(v) for v in vals]
+
+
+def _fmt(fmt: str, allowed: tuple[str, ...]) -> str:
+    f = fmt.strip().lower()
+    if f not in allowed:
+        raise LoradynError(f"unknown format {fmt!r}: choose {' or '.join(allowed)}")
+    return f
+
+
+def _json_num(v):
+    return v if not isinstance(v, float) or math.isfinite(v) else str(v)
+
+
+def _table(rows: list[dict], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=title)
+    cols = list(rows[0]) if rows else []
+    for c in cols:
+        t.add_column(c, justify="right")
+    for r in rows:
+        t.add_row(*(f"{r[c]:.6g}" if isinstance(r[c], float) else str(r[c]) for c in cols))
+    Console().print(t)
+
+
+@twolayer_app.command("tau")
+def tau_cmd(
+    activation: str = typer.Option("linear", "--activation", "-a", help="linear or he2-norm."),
+    mu: str = typer.Option(..., "--mu", help="Comma list of mu_k, one per teacher neuron."),
+    rank: str = typer.Option("1", "--rank", "-r", help="Comma list of ranks, e.g. 1,2,4."),
+    norm: str = typer.Option("none", "--norm", help="Output normalization: none, 1/K, 1/sqrt(K)."),
+    fmt: str = typer.Option("table", "--format", "-f", help="table, csv or json."),
+) -> None:
+    """Search-phase escape rate lambda_plus and tau = 1/lambda_plus per rank."""
+    f = _fmt(fmt, ("table", "csv", "json"))
+    res = tau(activation, _floats(mu, "mu"), _ints(rank, "rank"), norm=norm)
+    rows = res.rows()
+    if f == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["rank", "lambda_plus", "tau"])
+        for r in rows:
+            w.writerow([r["rank"], repr(r["lambda_plus"]), repr(r["tau"])])
+        sys.stdout.write(buf.getvalue())
+    elif f == "json":
+        out = {"activation": res.activation, "mu": list(res.mu), "norm": res.norm,
+               "rows": [{k: _json_num(v) for k, v in r.items()} for r in rows]}
+        sys.stdout.write(json.dumps(out, indent=2) + "\n")
+    else:
+        _table(rows, f"two-layer search phase: {res.activation}, mu = {list(res.mu)}")
+
+
+@twolayer_app.command("simulate")
+def simulate_cmd(
+    engine: str = typer.Option("reduced", "--engine", "-e", help="dense, reduced or ode."),
+    activation: str = typer.Option("linear", "--activation", "-a", help="Student activation."),
+    teacher: str = typer.Option(None, "--teacher", help="Teacher activation (default: student)."),
+    norm: str = typer.Option("none", "--norm", help="Output normalization: none, 1/K, 1/sqrt(K)."),
+    mu: str = typer.Option("0.5,0.5", "--mu", help="Comma list of mu_k (K = its length)."),
+    rank: str = typer.Option("1", "--rank", "-r", help="Comma list of ranks."),
+    d: int = typer.Option(1000, "--d", help="Input dimension."),
+    lr: float = typer.Option(0.05, "--lr", help="Learning rate (ODE time = step * lr)."),
+    batch: int = typer.Option(100, "--batch", help="Fresh samples per step."),
+    steps: int = typer.Option(2000, "--steps", help="SGD steps."),
+    seeds: int = typer.Option(1, "--seeds", help="Number of seeds."),
+    seed0: int = typer.Option(0, "--seed0", help="First seed."),
+    a0: float = typer.Option(None, "--a0", help="Initial entries of A (default 1/sqrt(d))."),
+    m0: float = typer.Option(None, "--m0", help="Fixed initial overlap (default: random)."),
+    update: str = typer.Option("spherical", "--update", help="spherical or renormalized."),
+    threshold: float = typer.Option(0.5, "--threshold", help="Escape when max_j |M_j| >= this."),
+    record_every: int = typer.Option(None, "--record-every", help="Record every N steps."),
+    noise_term: bool = typer.Option(True, "--noise-term/--no-noise-term",
+                                    help="ODE: include the finite-step (lr d / B) term."),
+    out: str = typer.Option(None, "--out", "-o", help="Write the dataset to this netCDF file."),
+    fmt: str = typer.Option("table", "--format", "-f", help="table or json."),
+    plot: str = typer.Option(None, "--plot", help="Write a PNG of loss vs time to this file."),
+) -> None:
+    """Simulate the two-layer model (one row per rank: escape statistics and final loss)."""
+    f = _fmt(fmt, ("table", "json"))
+    ranks = _ints(rank, "rank")
+    cfg = TwoLayerConfig(
+        mu=_floats(mu, "mu"), rank=ranks[0], activation=activation, teacher=teacher, norm=norm,
+        d=d, lr=lr, batch=batch, steps=steps, seeds=seeds, seed0=seed0, a0=a0, m0=m0,
+        update=update, threshold=threshold, record_every=record_every, noise_term=noise_term,
+    )
+    ds = simulate(cfg, ranks, engine)
+    rows = summary(ds)
+    if out:
+        save(ds, out)
+    if plot:
+        plot_loss(ds, plot)
+    if f == "json":
+        res = {"engine": engine, "config": json.loads(ds.attrs["config"]),
+               "rows": [{k: _json_num(v) for k, v in r.items()} for r in rows]}
+        sys.stdout.write(json.dumps(res, indent=2) + "\n")
+    else:
+        _table(rows, f"two-layer {engine}: {cfg.activation}, mu = {list(cfg.mu)}")
