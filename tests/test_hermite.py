@@ -153,7 +153,8 @@ def test_prop3_exponents():
         s = tau_scaling(f"he{K}", eps=(1e-5, 1e-3))
         assert abs(s.alpha0) < 0.01 and s.alpha1 == pytest.approx(2.0, abs=0.01)
     lin = tau_scaling("linear", eps=(1e-5, 1e-3))
-    assert lin.alpha1 == pytest.approx(2.0, abs=1e-3) and lin.prefactor1 == pytest.approx(1.0, rel=1e-2)
+    assert lin.alpha1 == pytest.approx(2.0, abs=1e-3)
+    assert lin.prefactor1 == pytest.approx(1.0, rel=1e-2)
 
 
 def test_bad_inputs():
