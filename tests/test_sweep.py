@@ -272,7 +272,7 @@ name = "crash"
 engine = "reduced"
 
 [grid]
-mu = [0.2, 0.4, 0.6, 0.8]
+mu = [0.2, 0.5, 0.8]
 seed = [0, 1]
 
 [fixed]
@@ -280,8 +280,8 @@ teacher = "erf"
 d = 1000
 lr = 0.2
 batch = 200
-steps = 6000
-record_every = 200
+steps = 1500
+record_every = 250
 """
 
 
