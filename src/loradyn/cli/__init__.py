@@ -17,8 +17,11 @@ from ._app import app
 
 # Command modules register themselves on ``app`` when imported.
 from . import theory  # noqa: E402,F401
+from . import simulate  # noqa: E402,F401
 from . import sweep  # noqa: E402,F401
+from . import reproduce  # noqa: E402,F401
 from . import twolayer  # noqa: E402,F401
+from . import vit  # noqa: E402,F401
 
 __all__ = ["app", "main"]
 

@@ -1,0 +1,46 @@
+"""CLI command ``loradyn reproduce``: every figure, the claims table and the HTML report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ._app import app
+
+
+@app.command("reproduce")
+def reproduce_cmd(
+    out: Path = typer.Option(..., "--out", help="Output directory (figures/, data/, index.html)."),
+    scale: str = typer.Option("quick", "--scale", help="quick (minutes) or paper (paper sizes)."),
+    only: str | None = typer.Option(None, "--only", help="Comma-separated ids, e.g. fig1,fig2."),
+    engine: str = typer.Option("reduced", "--engine", help="Simulation engine: reduced or dense."),
+    seed: int = typer.Option(0, "--seed", help="Base seed of the simulations."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress display."),
+) -> None:
+    """Reproduce the paper's figures into OUT: PNG/PDF, data, claims.csv and index.html."""
+    from ..errors import LoradynError
+    from ..reproduce.runner import SCALES, expected_seconds, parse_only, reproduce
+
+    if scale not in ("quick", "paper") and scale not in SCALES:
+        raise LoradynError(f"unknown scale {scale!r}: choose quick or paper")
+    ids = parse_only(only)
+    est = expected_seconds(scale, ids)
+    if est:
+        typer.echo(f"loradyn reproduce --scale {scale}: expected run time about "
+                   f"{est / 60:.0f} min on 2 CPU cores (figures with an estimate)", err=True)
+    res = reproduce(out, scale=scale, only=ids, engine=engine, progress=not no_progress, seed=seed)
+    counts = {v: sum(1 for c in res.claims if c.verdict == v)
+              for v in ("holds", "fails", "not-tested")}
+    typer.echo(
+        f"{len(res.done)} made, {len(res.pending)} pending, {len(res.failed)} failed in "
+        f"{res.seconds:.0f} s; claims: {counts['holds']} hold, {counts['fails']} fail, "
+        f"{counts['not-tested']} not tested"
+    )
+    for item in res.pending:
+        typer.echo(f"pending: {item.id} ({item.reason})")
+    for item in res.failed:
+        typer.echo(f"failed: {item.id}: {item.reason} (see {res.out / (item.id + '.error.txt')})")
+    typer.echo(f"report: {res.report}")
+    if res.failed:
+        raise typer.Exit(1)

@@ -1,0 +1,95 @@
+"""The claims table: statements of the paper, each evaluated from data made in the run.
+
+Every figure module returns its own :class:`~loradyn.reproduce.registry.Claim` rows
+(computed from the numbers it just produced). This module gathers them, adds a
+``not-tested`` row for statements whose figure is pending, and writes ``claims.csv`` with
+the header ``id,section,statement,measured,expected,verdict``.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .registry import VERDICTS, Claim
+
+if TYPE_CHECKING:
+    from .runner import ReproduceResult
+
+HEADER = ("id", "section", "statement", "measured", "expected", "verdict")
+
+# statements whose evaluation lives in another helper's figure module; listed as
+# not-tested while that module is pending
+PLACEHOLDERS = {
+    "fig13": [
+        ("K1", "App. K", "Two-layer LoRA, linear activation: the search-phase escape depends on "
+         "the mismatch vector (1 - mu_k) and not on the rank r", "escape rate independent of r"),
+    ],
+    "fig14": [
+        ("K2", "App. K", "Two-layer LoRA, He2/sqrt(2): the pre-trained weights set the search "
+         "phase while the rank sets the final loss", "final loss decreases with r"),
+    ],
+    "table1": [
+        ("J1", "Sec. 3.3 / App. J", "ViT LoRA: later source checkpoints can adapt worse "
+         "downstream despite higher source accuracy", "downstream acc. not monotone in source acc."),
+    ],
+}
+
+
+def collect(result: ReproduceResult) -> list[Claim]:
+    """All claims of the finished items, in figure order, plus pending placeholders."""
+    rows: list[Claim] = []
+    seen: set[str] = set()
+    for item in result.items:
+        if item.status == "done" and item.output is not None:
+            for c in item.output.claims:
+                cid = c.id if c.id not in seen else f"{c.id}-{item.id}"
+                seen.add(cid)
+                rows.append(c if cid == c.id else Claim(cid, c.section, c.statement, c.measured,
+                                                        c.expected, c.verdict))
+        elif item.id in PLACEHOLDERS:
+            for cid, section, statement, expected in PLACEHOLDERS[item.id]:
+                if cid in seen:
+                    continue
+                seen.add(cid)
+                why = item.reason or item.status
+                rows.append(Claim(cid, section, statement, f"{item.id} {item.status}: {why}",
+                                  expected, "not-tested"))
+    return rows
+
+
+def write_csv(claims: list[Claim], path: str | Path) -> Path:
+    """Write the claims to ``path`` (atomically) with the header ``id,section,...,verdict``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".csv")
+    with os.fdopen(fd, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(HEADER)
+        for c in claims:
+            if c.verdict not in VERDICTS:
+                raise ValueError(f"claim {c.id}: bad verdict {c.verdict!r}")
+            w.writerow([c.id, c.section, c.statement, c.measured, c.expected, c.verdict])
+    os.replace(tmp, path)
+    return path
+
+
+def read_csv(path: str | Path) -> list[Claim]:
+    """Read a ``claims.csv`` back into :class:`Claim` rows (checks the header)."""
+    with open(path, newline="") as fh:
+        r = csv.reader(fh)
+        header = tuple(next(r))
+        if header != HEADER:
+            raise ValueError(f"{path}: header {header} is not {HEADER}")
+        return [Claim(*row) for row in r]
+
+
+def summary(claims: list[Claim]) -> dict[str, int]:
+    """Counts per verdict."""
+    out = {v: 0 for v in VERDICTS}
+    for c in claims:
+        out[c.verdict] += 1
+    return out
