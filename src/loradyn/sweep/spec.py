@@ -53,6 +53,8 @@ def canonical_json(obj: Any) -> str:
 
 def _jsonable(obj: Any) -> Any:
     """Convert tuples, numpy scalars and arrays to plain JSON types."""
+    if obj is None or isinstance(obj, str | bool | int):
+        return obj
     if isinstance(obj, Mapping):
         return {str(k): _jsonable(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
