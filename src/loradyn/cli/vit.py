@@ -1,0 +1,179 @@
+"""CLI of the ViT LoRA transfer experiments: ``loradyn vit run|pretrain|finetune|table``.
+
+Each command parses its options and calls one function of :mod:`loradyn.vit`; torch is
+imported only when a command runs, so ``loradyn --help`` stays fast without the extra.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import typer
+
+from ..errors import LoradynError
+from ._app import app
+
+vit_app = typer.Typer(
+    name="vit",
+    help="ViT LoRA transfer experiments (paper Table 1, App. J): pre-train, fine-tune, table.",
+    no_args_is_help=True,
+)
+app.add_typer(vit_app, name="vit")
+
+PRESET = typer.Option("digits-shifted", "--preset", "-p",
+                      help="digits-shifted (offline, CPU), emnist-fashion, cifar10-svhn, "
+                           "emnist-shifted (GPU)")
+SCALE = typer.Option("quick", "--scale", help="smoke | quick | paper")
+CONFIG = typer.Option(None, "--config", help="JSON experiment config (overrides --preset)")
+OUT = typer.Option(..., "--out", "-o", help="run directory (resumable)")
+DATA = typer.Option(None, "--data-dir", help="dataset root (default $LORADYN_DATA or "
+                                             "~/.cache/loradyn/data)")
+DOWNLOAD = typer.Option(False, "--download", help="let torchvision download missing datasets")
+DEVICE = typer.Option("auto", "--device", help="auto | cpu | cuda")
+AMP = typer.Option(None, "--amp/--no-amp", help="bf16 autocast (default: on with cuda)")
+THREADS = typer.Option(0, "--threads", help="torch CPU threads (0: torch's default)")
+
+
+def _requires_torch() -> None:
+    try:
+        import peft  # noqa: F401
+        import timm  # noqa: F401
+        import torch  # noqa: F401
+        import torchvision  # noqa: F401
+    except ImportError as exc:
+        raise LoradynError(
+            f"the vit commands need the 'vit' extra ({exc.name} is missing): "
+            "pip install 'loradyn[vit]'"
+        ) from None
+
+
+def _config(preset: str, scale: str, config: Path | None, seeds: str | None):
+    from ..vit.config import ExperimentConfig
+    from ..vit.presets import get_preset
+
+    if config is not None:
+        try:
+            cfg = ExperimentConfig.from_dict(json.loads(Path(config).read_text()))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise LoradynError(f"cannot read --config {config}: {exc}") from None
+    else:
+        cfg = get_preset(preset, scale)
+    if seeds:
+        cfg = cfg.with_seeds(_ints(seeds, "--seeds"))
+    return cfg
+
+
+def _ints(text: str, what: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise LoradynError(f"{what} must be comma-separated integers, got {text!r}") from None
+
+
+@contextlib.contextmanager
+def _bar(label: str, threads: int) -> Iterator:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                  TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
+                  TextColumn("{task.fields[msg]}"), transient=False) as prog:
+        task = prog.add_task(label, total=1.0, msg="")
+
+        def update(fraction: float, message: str = "") -> None:
+            prog.update(task, completed=fraction, msg=message)
+
+        yield update
+
+
+@vit_app.command("run")
+def run_cmd(
+    preset: str = PRESET, scale: str = SCALE, config: Path = CONFIG,
+    seeds: str = typer.Option(None, "--seeds", help="comma-separated seeds, e.g. 0,1,2"),
+    out: Path = OUT, data_dir: Path = DATA, download: bool = DOWNLOAD, device: str = DEVICE,
+    amp: bool = AMP, threads: int = THREADS,
+) -> None:
+    """Whole protocol: pre-training, checkpoints, every (checkpoint, seed) LoRA fine-tune,
+    DIR/table.csv and DIR/figure.png. A rerun skips finished work."""
+    _requires_torch()
+    from ..vit.train import run_experiment
+
+    cfg = _config(preset, scale, config, seeds)
+    with _bar(f"vit {cfg.name} ({cfg.scale})", threads) as update:
+        res = run_experiment(cfg, out, data_dir=data_dir, download=download, device=device,
+                             amp=amp, progress=update)
+    typer.echo(res.table.read_text().rstrip())
+    typer.echo(f"table: {res.table}")
+    if res.figure:
+        typer.echo(f"figure: {res.figure}")
+
+
+@vit_app.command("pretrain")
+def pretrain_cmd(
+    preset: str = PRESET, scale: str = SCALE, config: Path = CONFIG,
+    seed: int = typer.Option(None, "--seed", help="pre-training seed (default: the config's)"),
+    out: Path = OUT, data_dir: Path = DATA, download: bool = DOWNLOAD, device: str = DEVICE,
+    amp: bool = AMP, threads: int = THREADS,
+) -> None:
+    """Pre-train on the source task and save the checkpoints (resumable)."""
+    _requires_torch()
+    from ..vit.train import pretrain, pretrain_dir
+
+    cfg = _config(preset, scale, config, None)
+    with _bar(f"pretrain {cfg.name}", threads) as update:
+        ds = pretrain(cfg, out, seed, data_dir=data_dir, download=download, device=device,
+                      amp=amp, progress=update)
+    p = int(ds.attrs["pretrain_seed"])
+    for c in cfg.pretrain.checkpoints:
+        acc = 100 * float(ds["test_acc"].sel(epoch=c))
+        typer.echo(f"checkpoint {c:03d}: source test accuracy {acc:.2f}%")
+    typer.echo(f"checkpoints: {pretrain_dir(out, p)}")
+
+
+@vit_app.command("finetune")
+def finetune_cmd(
+    preset: str = PRESET, scale: str = SCALE, config: Path = CONFIG,
+    checkpoints: str = typer.Option(None, "--checkpoints", help="e.g. 2,5 (default: all)"),
+    seeds: str = typer.Option(None, "--seeds", help="e.g. 0,1,2 (default: the config's)"),
+    out: Path = OUT, data_dir: Path = DATA, download: bool = DOWNLOAD, device: str = DEVICE,
+    amp: bool = AMP, threads: int = THREADS,
+) -> None:
+    """LoRA fine-tune the given (checkpoint, seed) pairs (resumable, skips finished ones)."""
+    _requires_torch()
+    from ..vit.train import finetune_all
+
+    cfg = _config(preset, scale, config, None)
+    cks = _ints(checkpoints, "--checkpoints") if checkpoints else None
+    sds = _ints(seeds, "--seeds") if seeds else None
+    with _bar(f"finetune {cfg.name}", threads) as update:
+        paths = finetune_all(cfg, out, cks, sds, data_dir=data_dir, download=download,
+                             device=device, amp=amp, progress=update)
+    for p in paths:
+        typer.echo(str(p))
+
+
+@vit_app.command("table")
+def table_cmd(
+    out: Path = OUT,
+    seeds: str = typer.Option(None, "--seeds", help="seeds to average (default: all stored)"),
+    allow_missing: bool = typer.Option(False, "--allow-missing",
+                                       help="summarize finished fine-tunes only"),
+    figure: bool = typer.Option(True, "--figure/--no-figure", help="also draw DIR/figure.png"),
+) -> None:
+    """Write DIR/table.csv (and DIR/figure.png) from the finished runs in DIR."""
+    _requires_torch()
+    from ..vit.figures import plot_run
+    from ..vit.table import write_table
+
+    sds = _ints(seeds, "--seeds") if seeds else None
+    path, _ = write_table(out, sds, allow_missing)
+    typer.echo(path.read_text().rstrip())
+    typer.echo(f"table: {path}")
+    if figure:
+        typer.echo(f"figure: {plot_run(out, sds, allow_missing=allow_missing)}")

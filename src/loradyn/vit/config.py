@@ -1,0 +1,253 @@
+"""Configuration dataclasses of the ViT transfer protocol (torch-free).
+
+One :class:`ExperimentConfig` says everything a run needs: the source and target data,
+the ViT architecture, the pre-training recipe with its checkpoint epochs, the LoRA
+fine-tuning recipe, the seeds and the fine-tuning epochs reported in the table. It is
+stored as ``config.json`` in the run directory so that separate steps (pretrain,
+finetune, table) and reruns can check that they continue the same experiment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from ..errors import LoradynError
+
+DATASETS = ("digits", "emnist-letters", "fashionmnist", "cifar10", "svhn")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """A dataset, optionally shifted by a rotation and additive Gaussian pixel noise.
+
+    The shifted image is ``x' = rotate(x, rotation) + noise_std * xi`` with ``xi`` standard
+    normal, drawn from a generator seeded by ``shift_seed`` (and the split), so the shifted
+    data set is the same in every run. Pixels are in [0, 1] before the shift; the shifted
+    image is not clipped.
+
+    Parameters
+    ----------
+    name : one of ``digits``, ``emnist-letters``, ``fashionmnist``, ``cifar10``, ``svhn``.
+    rotation : rotation angle in degrees (counter-clockwise), 0 for none.
+    noise_std : standard deviation of the additive Gaussian noise, 0 for none.
+    shift_seed : seed of the noise.
+    train_subset : if > 0, keep only this many training images (a fixed random subset,
+        seed ``shift_seed``); used by the quick scales.
+    """
+
+    name: str
+    rotation: float = 0.0
+    noise_std: float = 0.0
+    shift_seed: int = 1234
+    train_subset: int = 0
+
+    def __post_init__(self) -> None:
+        if self.name not in DATASETS:
+            raise LoradynError(
+                f"unknown dataset {self.name!r}; choose one of {', '.join(DATASETS)}"
+            )
+        if self.noise_std < 0:
+            raise LoradynError(f"noise_std must be >= 0, got {self.noise_std}")
+
+    @property
+    def shifted(self) -> bool:
+        return self.rotation != 0.0 or self.noise_std > 0.0
+
+    @property
+    def label_space(self) -> str:
+        """Name of the label space: a shift keeps it, another dataset changes it."""
+        return self.name
+
+    @property
+    def label(self) -> str:
+        if not self.shifted:
+            return self.name
+        return f"{self.name} (rot {self.rotation:g} deg, noise {self.noise_std:g})"
+
+
+@dataclass(frozen=True)
+class ViTSpec:
+    """timm ``VisionTransformer`` architecture (class token, no dropout by default)."""
+
+    img_size: int = 28
+    patch_size: int = 4
+    in_chans: int = 1
+    embed_dim: int = 192
+    depth: int = 6
+    num_heads: int = 3
+    mlp_ratio: float = 4.0
+    drop_rate: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.img_size % self.patch_size:
+            raise LoradynError(
+                f"img_size {self.img_size} must be a multiple of patch_size {self.patch_size}"
+            )
+        if self.embed_dim % self.num_heads:
+            raise LoradynError(
+                f"embed_dim {self.embed_dim} must be a multiple of num_heads {self.num_heads}"
+            )
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    """peft LoRA on the attention projections.
+
+    timm's attention has a fused ``qkv`` Linear and an output ``proj`` Linear; the adapter
+    ``W + (alpha / rank) B A`` is inserted in the modules ``blocks.<i>.attn.<name>`` for
+    each name of ``target_modules`` (the patch embedding's ``proj`` is never targeted).
+    """
+
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    target_modules: tuple[str, ...] = ("qkv", "proj")
+
+    def __post_init__(self) -> None:
+        if self.rank < 1:
+            raise LoradynError(f"LoRA rank must be >= 1, got {self.rank}")
+        if not self.target_modules:
+            raise LoradynError("LoRA target_modules must name at least one module")
+        bad = [t for t in self.target_modules if t not in ("qkv", "proj")]
+        if bad:
+            raise LoradynError(
+                f"LoRA target modules must be among 'qkv', 'proj' (timm attention), got {bad}"
+            )
+
+
+@dataclass(frozen=True)
+class PretrainSpec:
+    """Source pre-training: AdamW, linear warm-up then cosine decay of the learning rate
+    (per step) to ``min_lr_ratio * lr`` at ``epochs``; checkpoints after the given epochs
+    (0 is the random initialization)."""
+
+    epochs: int = 100
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_epochs: int = 5
+    min_lr_ratio: float = 0.0
+    checkpoints: tuple[int, ...] = (2, 5, 100)
+    label_smoothing: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.checkpoints:
+            raise LoradynError("give at least one pre-training checkpoint epoch")
+        if any(c < 0 or c > self.epochs for c in self.checkpoints):
+            raise LoradynError(
+                f"checkpoint epochs {list(self.checkpoints)} must lie in [0, {self.epochs}]"
+            )
+
+
+@dataclass(frozen=True)
+class FinetuneSpec:
+    """Downstream LoRA fine-tuning: backbone frozen, AdamW with a constant learning rate
+    on the LoRA and head parameters, ``per_class`` training images per class sampled with
+    ``budget_seed`` (``None``: with the fine-tuning seed), evaluation on the full target
+    test set after every epoch. ``reinit_head``: ``auto`` re-initializes the head when the
+    label space changes and keeps it otherwise; ``always``/``never`` force the choice."""
+
+    epochs: int = 100
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    per_class: int = 100
+    budget_seed: int | None = 0
+    reinit_head: str = "auto"
+    lora: LoraSpec = field(default_factory=LoraSpec)
+
+    def __post_init__(self) -> None:
+        if self.reinit_head not in ("auto", "always", "never"):
+            raise LoradynError(
+                f"reinit_head must be auto, always or never, got {self.reinit_head!r}"
+            )
+        if self.per_class < 1:
+            raise LoradynError(f"per_class must be >= 1, got {self.per_class}")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """A full transfer experiment (one row group of Table 1)."""
+
+    name: str
+    task: str
+    source: DataSpec
+    target: DataSpec
+    vit: ViTSpec
+    pretrain: PretrainSpec
+    finetune: FinetuneSpec
+    seeds: tuple[int, ...] = (0, 1, 2)
+    report_epochs: tuple[int, ...] = (20, 100)
+    matched_pretraining: bool = False
+    pretrain_seed: int = 0
+    scale: str = "paper"
+
+    def __post_init__(self) -> None:
+        if not self.seeds:
+            raise LoradynError("give at least one seed")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise LoradynError(f"seeds must be distinct, got {list(self.seeds)}")
+        bad = [e for e in self.report_epochs if e < 0 or e > self.finetune.epochs]
+        if bad:
+            raise LoradynError(
+                f"report epochs {bad} must lie in [0, {self.finetune.epochs}] "
+                "(the fine-tuning epochs)"
+            )
+
+    def pretrain_seed_for(self, seed: int) -> int:
+        """The pre-training seed whose checkpoints fine-tuning seed ``seed`` starts from."""
+        return seed if self.matched_pretraining else self.pretrain_seed
+
+    @property
+    def pretrain_seeds(self) -> tuple[int, ...]:
+        return tuple(sorted({self.pretrain_seed_for(s) for s in self.seeds}))
+
+    # -- serialization ----------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ExperimentConfig:
+        d = dict(d)
+        try:
+            ft = dict(d["finetune"])
+            ft["lora"] = _build(LoraSpec, ft.get("lora", {}))
+            d["finetune"] = _build(FinetuneSpec, ft)
+            d["source"] = _build(DataSpec, d["source"])
+            d["target"] = _build(DataSpec, d["target"])
+            d["vit"] = _build(ViTSpec, d["vit"])
+            d["pretrain"] = _build(PretrainSpec, d["pretrain"])
+            return _build(cls, d)
+        except KeyError as exc:
+            raise LoradynError(f"experiment config lacks the field {exc}") from None
+
+    def work_key(self) -> str:
+        """Hash of everything that determines the trained models (not seeds, not reports).
+
+        Two configs with the same key can share pre-training checkpoints and fine-tune
+        results; a run directory refuses a config with another key.
+        """
+        d = self.to_dict()
+        for k in ("seeds", "report_epochs", "scale", "name"):
+            d.pop(k)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+    def with_seeds(self, seeds: tuple[int, ...]) -> ExperimentConfig:
+        return replace(self, seeds=tuple(seeds))
+
+
+def _build(cls: type, d: dict[str, Any]) -> Any:
+    names = {f.name for f in fields(cls)}
+    unknown = set(d) - names
+    if unknown:
+        raise LoradynError(f"unknown {cls.__name__} field(s): {', '.join(sorted(unknown))}")
+    kw = {}
+    for k, v in d.items():
+        kw[k] = tuple(v) if isinstance(v, list) else v
+    return cls(**kw)

@@ -1,0 +1,138 @@
+"""Table-1 style summary of a run directory: source accuracy of each checkpoint against
+downstream accuracy at the reported fine-tuning epochs, mean and std over seeds.
+
+Accuracies are in percent. ``std`` is the sample standard deviation (ddof = 1) over the
+seeds, 0 for a single seed. The source accuracy of a seed is that of the checkpoint its
+fine-tune started from (with one shared pre-training its std is 0, as in the paper's
+CIFAR-10 rows).
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import LoradynError
+
+
+def _mean_std(v: list[float]) -> tuple[float, float]:
+    a = np.asarray(v, dtype=float)
+    return float(a.mean()), (float(a.std(ddof=1)) if len(a) > 1 else 0.0)
+
+
+def collect(out: str | Path, seeds: tuple[int, ...] | None = None,
+            allow_missing: bool = False) -> tuple[Any, dict[tuple[int, int], Any]]:
+    """The stored config and the finished fine-tune datasets keyed by (checkpoint, seed)."""
+    from .train import _load_nc, finetune_path, load_run_config
+
+    out = Path(out)
+    cfg = load_run_config(out)
+    seeds = tuple(cfg.seeds if seeds is None else seeds)
+    res, missing = {}, []
+    for c in cfg.pretrain.checkpoints:
+        for s in seeds:
+            p = finetune_path(out, cfg.pretrain_seed_for(s), c, s)
+            if p.exists():
+                res[(c, s)] = _load_nc(p)
+            else:
+                missing.append(f"ckpt {c} seed {s}")
+    if missing and not allow_missing:
+        raise LoradynError(
+            f"{len(missing)} fine-tune(s) unfinished in {out} ({', '.join(missing[:4])}...); "
+            "run 'loradyn vit run' or 'vit finetune' first"
+        )
+    return cfg, res
+
+
+def table_rows(out: str | Path, seeds: tuple[int, ...] | None = None,
+               allow_missing: bool = False) -> list[dict[str, Any]]:
+    """One row per checkpoint: task, checkpoint, source acc and fine-tune acc at each
+    reported epoch (mean and std over seeds, percent), plus ``n_seeds``."""
+    cfg, res = collect(out, seeds, allow_missing)
+    rows = []
+    for c in cfg.pretrain.checkpoints:
+        dss = [ds for (ck, _), ds in sorted(res.items()) if ck == c]
+        if not dss:
+            continue
+        row: dict[str, Any] = {"task": cfg.task, "checkpoint": c}
+        row["source_acc_mean"], row["source_acc_std"] = _mean_std(
+            [100 * float(ds.attrs["source_acc"]) for ds in dss])
+        for e in cfg.report_epochs:
+            m, s = _mean_std([100 * float(ds["test_acc"].sel(epoch=e)) for ds in dss])
+            row[f"ft_acc_at_{e}_mean"], row[f"ft_acc_at_{e}_std"] = m, s
+        row["n_seeds"] = len(dss)
+        rows.append(row)
+    return rows
+
+
+def columns(report_epochs: tuple[int, ...]) -> list[str]:
+    cols = ["task", "checkpoint", "source_acc_mean", "source_acc_std"]
+    for e in report_epochs:
+        cols += [f"ft_acc_at_{e}_mean", f"ft_acc_at_{e}_std"]
+    return cols
+
+
+def write_table(out: str | Path, seeds: tuple[int, ...] | None = None,
+                allow_missing: bool = False) -> tuple[Path, list[dict[str, Any]]]:
+    """Write ``out/table.csv`` (header ``task,checkpoint,source_acc_mean,source_acc_std,
+    ft_acc_at_<E>_mean,ft_acc_at_<E>_std`` per reported epoch E) atomically."""
+    from .train import _atomic_text, load_run_config
+
+    out = Path(out)
+    cfg = load_run_config(out)
+    rows = table_rows(out, seeds, allow_missing)
+    cols = columns(cfg.report_epochs)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(cols)
+    for r in rows:
+        w.writerow([r[k] if isinstance(r[k], str | int) else f"{r[k]:.2f}" for k in cols])
+    path = out / "table.csv"
+    _atomic_text(buf.getvalue(), path)
+    return path, rows
+
+
+def table_html(rows: list[dict[str, Any]], report_epochs: tuple[int, ...]) -> str:
+    """The rows as an HTML table (``mean ± std``), like the paper's Table 1."""
+    head = ["Task", "Source ckpt.", "Source acc."] + [f"FT ep. {e}" for e in report_epochs]
+    out = ["<table class=\"vit-table\">", "<thead><tr>"]
+    out += [f"<th>{html.escape(h)}</th>" for h in head]
+    out.append("</tr></thead><tbody>")
+    for r in rows:
+        cells = [html.escape(str(r["task"])), f"{r['checkpoint']:03d}",
+                 _pm(r["source_acc_mean"], r["source_acc_std"])]
+        cells += [_pm(r[f"ft_acc_at_{e}_mean"], r[f"ft_acc_at_{e}_std"]) for e in report_epochs]
+        out.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    out.append("</tbody></table>")
+    return "".join(out)
+
+
+def _pm(m: float, s: float) -> str:
+    if math.isnan(m):
+        return "n/a"
+    return f"{m:.2f} &plusmn; {s:.2f}"
+
+
+def decoupling(rows: list[dict[str, Any]], epoch: int) -> dict[str, Any]:
+    """The claim of Table 1: is the checkpoint with the best source accuracy (the latest
+    one, if source accuracy rises) not the one with the best downstream accuracy at
+    ``epoch``? Returns the checkpoints, their accuracies and the verdict flags."""
+    latest = max(rows, key=lambda r: r["checkpoint"])
+    best_src = max(rows, key=lambda r: r["source_acc_mean"])
+    key = f"ft_acc_at_{epoch}_mean"
+    best_ft = max(rows, key=lambda r: r[key])
+    return {
+        "latest": latest["checkpoint"],
+        "best_source": best_src["checkpoint"],
+        "best_downstream": best_ft["checkpoint"],
+        "latest_has_best_source": latest is best_src,
+        "latest_not_best_downstream": best_ft is not latest,
+        "gap": best_ft[key] - latest[key],
+        "holds": latest is best_src and best_ft is not latest,
+    }

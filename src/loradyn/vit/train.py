@@ -1,0 +1,516 @@
+"""Pre-training, LoRA fine-tuning and the resumable experiment runner.
+
+Run directory layout (every file is written atomically: temp file, then ``os.replace``)::
+
+    DIR/config.json                               the ExperimentConfig (seeds: union of runs)
+    DIR/pretrain/seed<P>/ckpt_<EEE>.pt            backbone after epoch EEE + source metrics
+    DIR/pretrain/seed<P>/state.pt                 per-epoch resume state (deleted when done)
+    DIR/pretrain/seed<P>/history.nc               source curves; its presence = finished
+    DIR/finetune/p<P>_ckpt<EEE>_seed<S>.nc        downstream curves; presence = finished
+    DIR/finetune/p<P>_ckpt<EEE>_seed<S>.state.pt  per-epoch resume state (deleted when done)
+    DIR/table.csv, DIR/figure.png                 Table-1 and Fig. 10-12 style outputs
+
+A killed run loses at most the epoch in progress: rerunning skips finished pre-trainings
+and fine-tunes and continues unfinished ones from their last completed epoch. Each epoch
+reseeds torch's global generator and the shuffling generator from (seed, epoch), so a
+resumed run gives the same numbers as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import xarray as xr
+
+from ..errors import LoradynError
+from .config import ExperimentConfig
+from .data import TaskData, load_task, per_class_subset
+from .model import add_lora, build_vit, check_geometry, check_trainable
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[float, str], None]
+
+
+def _noop(fraction: float, message: str = "") -> None:
+    return None
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` -> cuda when available, else cpu; ``cuda`` without a GPU is a user error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise LoradynError("--device cuda was asked but no CUDA GPU is visible; use --device cpu")
+    if device not in ("cpu", "cuda"):
+        raise LoradynError(f"device must be auto, cpu or cuda, got {device!r}")
+    return torch.device(device)
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _atomic_netcdf(ds: xr.Dataset, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    ds.to_netcdf(tmp)
+    os.replace(tmp, path)
+
+
+def _atomic_text(text: str, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _load_nc(path: Path) -> xr.Dataset:
+    with xr.open_dataset(path) as ds:
+        return ds.load()
+
+
+def _epoch_seed(seed: int, epoch: int, salt: int) -> int:
+    return (seed * 1_000_003 + epoch * 7_919 + salt) % (2**63 - 1)
+
+
+def _autocast(device: torch.device, amp: bool):
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16,
+                          enabled=amp and device.type == "cuda")
+
+
+@torch.no_grad()
+def evaluate(model, x, y, device: torch.device, amp: bool = False,
+             batch_size: int = 1024) -> tuple[float, float]:
+    """Accuracy and mean cross-entropy of ``model`` on ``(x, y)``."""
+    model.eval()
+    correct = 0
+    loss = 0.0
+    n = len(y)
+    for i in range(0, n, batch_size):
+        xb = x[i:i + batch_size].to(device, non_blocking=True)
+        yb = y[i:i + batch_size].to(device, non_blocking=True)
+        with _autocast(device, amp):
+            logits = model(xb)
+        logits = logits.float()
+        loss += F.cross_entropy(logits, yb, reduction="sum").item()
+        correct += (logits.argmax(1) == yb).sum().item()
+    return correct / n, loss / n
+
+
+def _train_epoch(model, opt, x, y, batch_size: int, gen: torch.Generator,
+                 device: torch.device, amp: bool, sched=None,
+                 label_smoothing: float = 0.0) -> float:
+    model.train()
+    n = len(y)
+    perm = torch.randperm(n, generator=gen).to(x.device)
+    total = 0.0
+    for i in range(0, n, batch_size):
+        idx = perm[i:i + batch_size]
+        xb = x[idx].to(device, non_blocking=True)
+        yb = y[idx].to(device, non_blocking=True)
+        with _autocast(device, amp):
+            logits = model(xb)
+        loss = F.cross_entropy(logits.float(), yb, label_smoothing=label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if sched is not None:
+            sched.step()
+        total += loss.item() * len(idx)
+    return total / n
+
+
+def _cosine(step: int, total: int, warmup: int, min_ratio: float) -> float:
+    """Learning-rate factor: linear warm-up over ``warmup`` steps, then cosine decay
+    ``min_ratio + (1 - min_ratio) (1 + cos(pi t)) / 2`` with t the post-warm-up fraction."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    t = min(max(t, 0.0), 1.0)
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+class _Counter:
+    """Turns units of work (epochs) into the ``progress(fraction, message)`` calls."""
+
+    def __init__(self, total: int, progress: Progress | None):
+        self.total = max(1, total)
+        self.done = 0
+        self.progress = progress or _noop
+
+    def add(self, k: int, message: str) -> None:
+        self.done += k
+        self.progress(min(1.0, self.done / self.total), message)
+
+
+# --------------------------------------------------------------------------- run dir
+
+
+def pretrain_dir(out: Path, pseed: int) -> Path:
+    return Path(out) / "pretrain" / f"seed{pseed}"
+
+
+def checkpoint_path(out: Path, pseed: int, epoch: int) -> Path:
+    return pretrain_dir(out, pseed) / f"ckpt_{epoch:03d}.pt"
+
+
+def finetune_path(out: Path, pseed: int, epoch: int, seed: int) -> Path:
+    return Path(out) / "finetune" / f"p{pseed}_ckpt{epoch:03d}_seed{seed}.nc"
+
+
+def load_run_config(out: str | Path) -> ExperimentConfig:
+    """The experiment stored in ``out/config.json``."""
+    p = Path(out) / "config.json"
+    if not p.exists():
+        raise LoradynError(f"{p} not found; run 'loradyn vit run' or 'vit pretrain' first")
+    return ExperimentConfig.from_dict(json.loads(p.read_text()))
+
+
+def prepare_run_dir(cfg: ExperimentConfig, out: str | Path) -> ExperimentConfig:
+    """Create ``out`` and store ``cfg``; refuse a directory holding another experiment.
+
+    Seeds accumulate: a rerun with new seeds adds them to the stored list. Returns the
+    stored config.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    p = out / "config.json"
+    if p.exists():
+        old = ExperimentConfig.from_dict(json.loads(p.read_text()))
+        if old.work_key() != cfg.work_key():
+            raise LoradynError(
+                f"{out} holds a run of another configuration ({old.name}, scale {old.scale}); "
+                "use another --out directory"
+            )
+        seeds = tuple(sorted(set(old.seeds) | set(cfg.seeds)))
+        cfg = cfg.with_seeds(seeds)
+    _atomic_text(json.dumps(cfg.to_dict(), indent=1, sort_keys=True), p)
+    return cfg
+
+
+# --------------------------------------------------------------------------- pretrain
+
+
+def pretrain(
+    cfg: ExperimentConfig,
+    out: str | Path,
+    pretrain_seed: int | None = None,
+    *,
+    data_dir: str | Path | None = None,
+    download: bool = False,
+    device: str = "auto",
+    amp: bool | None = None,
+    progress: Progress | None = None,
+    source: TaskData | None = None,
+    _counter: _Counter | None = None,
+) -> xr.Dataset:
+    """Pre-train the ViT on the source task and save the checkpoints (resumable).
+
+    AdamW (``lr``, ``weight_decay`` on all parameters) with a per-step learning-rate
+    factor :func:`_cosine`; cross-entropy loss. After every epoch the source test accuracy
+    and loss are measured; the model is saved at every epoch in ``cfg.pretrain.checkpoints``.
+
+    Returns the source history: ``xarray.Dataset`` over ``epoch`` (0 = initialization) with
+    ``test_acc``, ``test_loss``, ``train_loss`` and ``lr``, config JSON in ``attrs``.
+    """
+    out = Path(out)
+    cfg = prepare_run_dir(cfg, out)
+    pseed = cfg.pretrain_seed if pretrain_seed is None else int(pretrain_seed)
+    pt = cfg.pretrain
+    d = pretrain_dir(out, pseed)
+    hist_path = d / "history.nc"
+    counter = _counter or _Counter(pt.epochs, progress)
+    if hist_path.exists() and all(checkpoint_path(out, pseed, e).exists() for e in pt.checkpoints):
+        counter.add(pt.epochs, f"pretrain seed {pseed}: done")
+        return _load_nc(hist_path)
+    d.mkdir(parents=True, exist_ok=True)
+    dev = resolve_device(device)
+    amp = (dev.type == "cuda") if amp is None else amp
+    src = source or load_task(cfg.source, data_dir, download)
+    check_geometry(cfg.vit, src.channels, src.image_size, "source")
+
+    torch.manual_seed(pseed)
+    model = build_vit(cfg.vit, src.num_classes).to(dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=pt.lr, weight_decay=pt.weight_decay)
+    steps = math.ceil(len(src.y_train) / pt.batch_size)
+    total, warm = steps * pt.epochs, steps * pt.warmup_epochs
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: _cosine(s, total, warm, pt.min_lr_ratio)
+    )
+    state_path = d / "state.pt"
+    hist: dict[str, list[float]] = {"test_acc": [], "test_loss": [], "train_loss": [], "lr": []}
+    start = 0
+    if state_path.exists():
+        st = torch.load(state_path, map_location=dev, weights_only=True)
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        sched.load_state_dict(st["sched"])
+        hist = {k: list(v) for k, v in st["hist"].items()}
+        start = int(st["epoch"])
+        counter.add(start, f"pretrain seed {pseed}: resumed after epoch {start}")
+    x_tr = src.x_train.to(dev)
+    y_tr = src.y_train.to(dev)
+    if start == 0:
+        acc, loss = evaluate(model, src.x_test, src.y_test, dev, amp)
+        hist = {"test_acc": [acc], "test_loss": [loss], "train_loss": [float("nan")],
+                "lr": [opt.param_groups[0]["lr"]]}
+        if 0 in pt.checkpoints:
+            _save_checkpoint(model, out, pseed, 0, acc, loss)
+    for epoch in range(start + 1, pt.epochs + 1):
+        torch.manual_seed(_epoch_seed(pseed, epoch, 1))
+        gen = torch.Generator().manual_seed(_epoch_seed(pseed, epoch, 2))
+        lr = opt.param_groups[0]["lr"]
+        tl = _train_epoch(model, opt, x_tr, y_tr, pt.batch_size, gen, dev, amp, sched,
+                          pt.label_smoothing)
+        acc, loss = evaluate(model, src.x_test, src.y_test, dev, amp)
+        for k, v in (("test_acc", acc), ("test_loss", loss), ("train_loss", tl), ("lr", lr)):
+            hist[k].append(v)
+        if epoch in pt.checkpoints:
+            _save_checkpoint(model, out, pseed, epoch, acc, loss)
+        _atomic_torch_save({"model": model.state_dict(), "opt": opt.state_dict(),
+                            "sched": sched.state_dict(), "hist": hist, "epoch": epoch},
+                           state_path)
+        counter.add(1, f"pretrain seed {pseed}: epoch {epoch}/{pt.epochs}, "
+                       f"source acc {100 * acc:.1f}%")
+    ds = xr.Dataset(
+        {k: ("epoch", np.asarray(v, dtype=float)) for k, v in hist.items()},
+        coords={"epoch": np.arange(pt.epochs + 1)},
+        attrs={"config": cfg.to_json(), "pretrain_seed": pseed,
+               "checkpoints": json.dumps(list(pt.checkpoints)), "device": str(dev)},
+    )
+    _atomic_netcdf(ds, hist_path)
+    state_path.unlink(missing_ok=True)
+    return ds
+
+
+def _save_checkpoint(model, out: Path, pseed: int, epoch: int, acc: float, loss: float) -> None:
+    _atomic_torch_save(
+        {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+         "epoch": epoch, "source_acc": acc, "source_loss": loss},
+        checkpoint_path(out, pseed, epoch),
+    )
+
+
+# --------------------------------------------------------------------------- finetune
+
+
+def head_reinitialized(cfg: ExperimentConfig) -> bool:
+    """Whether fine-tuning re-initializes the head (``auto``: iff the label space changes)."""
+    mode = cfg.finetune.reinit_head
+    if mode == "always":
+        return True
+    if mode == "never":
+        return False
+    return cfg.source.label_space != cfg.target.label_space
+
+
+def finetune(
+    cfg: ExperimentConfig,
+    out: str | Path,
+    checkpoint: int,
+    seed: int,
+    *,
+    data_dir: str | Path | None = None,
+    download: bool = False,
+    device: str = "auto",
+    amp: bool | None = None,
+    progress: Progress | None = None,
+    target: TaskData | None = None,
+    _counter: _Counter | None = None,
+) -> xr.Dataset:
+    """LoRA fine-tuning of one pre-training checkpoint with one seed (resumable).
+
+    The checkpoint's backbone is frozen; LoRA adapters go into the attention projections;
+    the head is re-initialized (PyTorch's default ``Linear`` init, after
+    ``torch.manual_seed(seed)``) when the label space changes and kept otherwise; AdamW
+    with a constant learning rate trains the adapters and the head on ``per_class``
+    examples per class; after every epoch the full target test set is evaluated.
+    Only LoRA and head parameters may train (asserted by :func:`check_trainable`).
+
+    Returns ``xarray.Dataset`` over ``epoch`` (0 = before fine-tuning) with ``test_acc``,
+    ``test_loss``, ``train_loss``; attrs: config JSON, checkpoint, seed, pretrain_seed,
+    source accuracy of the checkpoint, trainable-parameter counts, head_reinit.
+    """
+    out = Path(out)
+    ft = cfg.finetune
+    if checkpoint not in cfg.pretrain.checkpoints:
+        raise LoradynError(
+            f"checkpoint {checkpoint} is not one of the pre-training checkpoints "
+            f"{list(cfg.pretrain.checkpoints)}"
+        )
+    pseed = cfg.pretrain_seed_for(seed)
+    path = finetune_path(out, pseed, checkpoint, seed)
+    counter = _counter or _Counter(ft.epochs, progress)
+    tag = f"finetune ckpt {checkpoint} seed {seed}"
+    if path.exists():
+        counter.add(ft.epochs, f"{tag}: done")
+        return _load_nc(path)
+    ck_path = checkpoint_path(out, pseed, checkpoint)
+    if not ck_path.exists():
+        raise LoradynError(
+            f"{ck_path} not found; run 'loradyn vit pretrain' (pre-training seed {pseed}) first"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dev = resolve_device(device)
+    amp = (dev.type == "cuda") if amp is None else amp
+    tgt = target or load_task(cfg.target, data_dir, download)
+    check_geometry(cfg.vit, tgt.channels, tgt.image_size, "target")
+    ck = torch.load(ck_path, map_location="cpu", weights_only=True)
+    n_src = ck["model"]["head.weight"].shape[0]
+    reinit = head_reinitialized(cfg)
+    if not reinit and n_src != tgt.num_classes:
+        raise LoradynError(
+            f"the head has {n_src} outputs but the target has {tgt.num_classes} classes; "
+            "set finetune.reinit_head to auto or always"
+        )
+    torch.manual_seed(seed)
+    model = build_vit(cfg.vit, n_src)
+    model.load_state_dict(ck["model"])
+    if reinit:
+        model.reset_classifier(tgt.num_classes)
+    model = add_lora(model, ft.lora)
+    counts = check_trainable(model)
+    model = model.to(dev)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=ft.lr, weight_decay=ft.weight_decay)
+
+    bseed = seed if ft.budget_seed is None else ft.budget_seed
+    idx = torch.from_numpy(per_class_subset(tgt.y_train.numpy(), ft.per_class, bseed))
+    x_tr = tgt.x_train[idx].to(dev)
+    y_tr = tgt.y_train[idx].to(dev)
+
+    state_path = path.with_name(path.stem + ".state.pt")
+    start = 0
+    if state_path.exists():
+        st = torch.load(state_path, map_location=dev, weights_only=True)
+        model.load_state_dict(st["trainable"], strict=False)
+        opt.load_state_dict(st["opt"])
+        hist = {k: list(v) for k, v in st["hist"].items()}
+        start = int(st["epoch"])
+        counter.add(start, f"{tag}: resumed after epoch {start}")
+    else:
+        acc, loss = evaluate(model, tgt.x_test, tgt.y_test, dev, amp)
+        hist = {"test_acc": [acc], "test_loss": [loss], "train_loss": [float("nan")]}
+    names = {id(p): n for n, p in model.named_parameters()}
+    for epoch in range(start + 1, ft.epochs + 1):
+        torch.manual_seed(_epoch_seed(seed, epoch, 3))
+        gen = torch.Generator().manual_seed(_epoch_seed(seed, epoch, 4))
+        tl = _train_epoch(model, opt, x_tr, y_tr, ft.batch_size, gen, dev, amp)
+        acc, loss = evaluate(model, tgt.x_test, tgt.y_test, dev, amp)
+        for k, v in (("test_acc", acc), ("test_loss", loss), ("train_loss", tl)):
+            hist[k].append(v)
+        _atomic_torch_save(
+            {"trainable": {names[id(p)]: p.detach() for p in trainable},
+             "opt": opt.state_dict(), "hist": hist, "epoch": epoch},
+            state_path,
+        )
+        counter.add(1, f"{tag}: epoch {epoch}/{ft.epochs}, target acc {100 * acc:.1f}%")
+    ds = xr.Dataset(
+        {k: ("epoch", np.asarray(v, dtype=float)) for k, v in hist.items()},
+        coords={"epoch": np.arange(ft.epochs + 1)},
+        attrs={"config": cfg.to_json(), "checkpoint": int(checkpoint), "seed": int(seed),
+               "pretrain_seed": int(pseed), "source_acc": float(ck["source_acc"]),
+               "source_loss": float(ck["source_loss"]), "head_reinit": int(reinit),
+               "trainable_lora": counts["lora"], "trainable_head": counts["head"],
+               "frozen": counts["frozen"], "per_class": ft.per_class,
+               "budget_seed": int(bseed), "device": str(dev)},
+    )
+    _atomic_netcdf(ds, path)
+    state_path.unlink(missing_ok=True)
+    return ds
+
+
+def finetune_all(
+    cfg: ExperimentConfig,
+    out: str | Path,
+    checkpoints: tuple[int, ...] | None = None,
+    seeds: tuple[int, ...] | None = None,
+    *,
+    data_dir: str | Path | None = None,
+    download: bool = False,
+    device: str = "auto",
+    amp: bool | None = None,
+    progress: Progress | None = None,
+    _counter: _Counter | None = None,
+    target: TaskData | None = None,
+) -> list[Path]:
+    """Fine-tune every (checkpoint, seed) pair (default: all of ``cfg``); skip finished ones."""
+    cks = tuple(cfg.pretrain.checkpoints if checkpoints is None else checkpoints)
+    sds = tuple(cfg.seeds if seeds is None else seeds)
+    if seeds is not None:
+        prepare_run_dir(cfg.with_seeds(sds), out)
+    counter = _counter or _Counter(cfg.finetune.epochs * len(cks) * len(sds), progress)
+    todo = [(c, s) for s in sds for c in cks
+            if not finetune_path(Path(out), cfg.pretrain_seed_for(s), c, s).exists()]
+    if todo and target is None:
+        target = load_task(cfg.target, data_dir, download)
+    paths = []
+    for s in sds:
+        for c in cks:
+            finetune(cfg, out, c, s, data_dir=data_dir, download=download, device=device,
+                     amp=amp, target=target, _counter=counter)
+            paths.append(finetune_path(Path(out), cfg.pretrain_seed_for(s), c, s))
+    return paths
+
+
+# --------------------------------------------------------------------------- runner
+
+
+@dataclass
+class RunResult:
+    """What :func:`run_experiment` produced."""
+
+    out: Path
+    table: Path
+    figure: Path | None
+    rows: list[dict[str, Any]]
+
+
+def run_experiment(
+    cfg: ExperimentConfig,
+    out: str | Path,
+    *,
+    data_dir: str | Path | None = None,
+    download: bool = False,
+    device: str = "auto",
+    amp: bool | None = None,
+    progress: Progress | None = None,
+    figure: bool = True,
+) -> RunResult:
+    """The whole protocol: pre-training(s), every (checkpoint, seed) fine-tune, table,
+    figure. Resumable; finished work is skipped."""
+    from .figures import plot_run
+    from .table import write_table
+
+    out = Path(out)
+    prepare_run_dir(cfg, out)  # stores cfg; the work below is that of the requested seeds
+    n_pt = len(cfg.pretrain_seeds)
+    total = cfg.pretrain.epochs * n_pt + cfg.finetune.epochs * len(cfg.pretrain.checkpoints) * len(
+        cfg.seeds)
+    counter = _Counter(total, progress)
+    source = None
+    for p in cfg.pretrain_seeds:
+        if not (pretrain_dir(out, p) / "history.nc").exists() and source is None:
+            source = load_task(cfg.source, data_dir, download)
+        pretrain(cfg, out, p, data_dir=data_dir, download=download, device=device, amp=amp,
+                 source=source, _counter=counter)
+    del source
+    finetune_all(cfg, out, data_dir=data_dir, download=download, device=device, amp=amp,
+                 _counter=counter)
+    table, rows = write_table(out, seeds=cfg.seeds)
+    fig = plot_run(out, seeds=cfg.seeds) if figure else None
+    return RunResult(out, table, fig, rows)

@@ -1,0 +1,213 @@
+"""ViT LoRA transfer protocol (issue 7): end-to-end digits run, CLI, resumability,
+trainable-parameter check, configs. Budget: about a minute on 2 cores, one torch thread."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("timm")
+pytest.importorskip("peft")
+pytest.importorskip("sklearn")
+
+from loradyn.errors import LoradynError  # noqa: E402
+from loradyn.vit import train as T  # noqa: E402
+from loradyn.vit.config import DataSpec, ExperimentConfig, LoraSpec, ViTSpec  # noqa: E402
+from loradyn.vit.model import add_lora, build_vit, check_trainable  # noqa: E402
+from loradyn.vit.presets import PRESETS, SCALES, get_preset  # noqa: E402
+from loradyn.vit.table import decoupling, table_html  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+def tiny(seeds=(0, 1), pt_epochs=3, ft_epochs=3) -> ExperimentConfig:
+    cfg = get_preset("digits-shifted", "smoke")
+    return replace(
+        cfg,
+        seeds=tuple(seeds),
+        pretrain=replace(cfg.pretrain, epochs=pt_epochs, checkpoints=(1, pt_epochs)),
+        finetune=replace(cfg.finetune, epochs=ft_epochs),
+        report_epochs=(1, ft_epochs),
+    )
+
+
+def _read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_digits_end_to_end_and_rerun_skips(tmp_path, monkeypatch):
+    cfg = tiny()
+    calls = []
+    res = T.run_experiment(cfg, tmp_path, device="cpu",
+                           progress=lambda f, m: calls.append(f))
+    header = (tmp_path / "table.csv").read_text().splitlines()[0]
+    assert header == ("task,checkpoint,source_acc_mean,source_acc_std,ft_acc_at_1_mean,"
+                      "ft_acc_at_1_std,ft_acc_at_3_mean,ft_acc_at_3_std")
+    rows = _read_csv(res.table)
+    assert [int(r["checkpoint"]) for r in rows] == [1, 3]
+    for r in rows:
+        assert 0.0 <= float(r["source_acc_mean"]) <= 100.0
+        assert float(r["ft_acc_at_3_std"]) >= 0.0
+    assert res.figure is not None and res.figure.stat().st_size > 10_000
+    assert calls and abs(calls[-1] - 1.0) < 1e-9 and calls == sorted(calls)
+    # matched pre-training: one pre-training per seed, different source accuracies
+    h0 = T._load_nc(T.pretrain_dir(tmp_path, 0) / "history.nc")
+    h1 = T._load_nc(T.pretrain_dir(tmp_path, 1) / "history.nc")
+    assert not np.array_equal(h0["test_acc"].values, h1["test_acc"].values)
+    # the table's source accuracy is the mean over the seeds' checkpoints
+    want = 50 * (h0["test_acc"].sel(epoch=3) + h1["test_acc"].sel(epoch=3))
+    assert float(rows[1]["source_acc_mean"]) == pytest.approx(float(want), abs=0.006)
+    ds = T._load_nc(T.finetune_path(tmp_path, 1, 3, 1))
+    assert ds.attrs["head_reinit"] == 0  # digits -> shifted digits keeps the label space
+    assert ds.attrs["trainable_lora"] > 0 and ds.attrs["trainable_head"] > 0
+    assert ds["test_acc"].sizes["epoch"] == 4
+    assert not list(tmp_path.rglob("*.state.pt")) and not list(tmp_path.rglob("state.pt"))
+    html = table_html(res.rows, cfg.report_epochs)
+    assert html.startswith("<table") and "&plusmn;" in html
+    d = decoupling(res.rows, 3)
+    assert d["latest"] == 3 and isinstance(d["holds"], bool)
+
+    # a rerun trains nothing
+    def boom(*a, **k):
+        raise AssertionError("a finished run was retrained")
+
+    monkeypatch.setattr(T, "_train_epoch", boom)
+    res2 = T.run_experiment(cfg, tmp_path, device="cpu")
+    assert res2.rows == res.rows
+
+
+def test_interrupted_run_resumes_bit_for_bit(tmp_path, monkeypatch):
+    cfg = tiny(seeds=(0,), pt_epochs=4, ft_epochs=4)
+    ref = T.run_experiment(cfg, tmp_path / "ref", device="cpu", figure=False)
+
+    real = T._train_epoch
+    count = {"n": 0}
+
+    def dies_at(k):
+        def f(*a, **kw):
+            count["n"] += 1
+            if count["n"] == k:
+                raise KeyboardInterrupt
+            return real(*a, **kw)
+        return f
+
+    out = tmp_path / "cut"
+    # killed during pre-training epoch 3, then during the 2nd fine-tune's epoch 2
+    for k in (3, 2 + 4 + 2):
+        count["n"] = 0
+        monkeypatch.setattr(T, "_train_epoch", dies_at(k))
+        with pytest.raises(KeyboardInterrupt):
+            T.run_experiment(cfg, out, device="cpu", figure=False)
+    assert (T.pretrain_dir(out, 0) / "history.nc").exists()
+    assert list((out / "finetune").glob("*.state.pt")), "fine-tune state was not saved"
+    # resume: the epochs already done are not redone
+    count["n"] = 0
+    monkeypatch.setattr(T, "_train_epoch", dies_at(10**9))
+    res = T.run_experiment(cfg, out, device="cpu", figure=False)
+    assert count["n"] == 4 - 1  # 2nd fine-tune: epochs 2..4 (epoch 1 was saved)
+    assert res.rows == ref.rows
+    for c in cfg.pretrain.checkpoints:
+        a = T._load_nc(T.finetune_path(tmp_path / "ref", 0, c, 0))
+        b = T._load_nc(T.finetune_path(out, 0, c, 0))
+        np.testing.assert_array_equal(a["test_loss"].values, b["test_loss"].values)
+
+
+def test_cli_run_steps_and_errors(tmp_path, capsys):
+    from loradyn.cli import main
+
+    def cli(*args):
+        with pytest.raises(SystemExit) as e:
+            main(list(args))
+        return e.value.code
+
+    out = tmp_path / "run"
+    assert cli("vit", "run", "--preset", "digits-shifted", "--scale", "smoke", "--seeds",
+               "0,1", "--out", str(out), "--device", "cpu", "--threads", "1") == 0
+    text = capsys.readouterr().out
+    assert "task,checkpoint,source_acc_mean" in text
+    assert len(_read_csv(out / "table.csv")) == 2
+    # separate steps into another directory give the same table
+    out2 = tmp_path / "steps"
+    base = ("--preset", "digits-shifted", "--scale", "smoke", "--out", str(out2),
+            "--device", "cpu")
+    for s in ("0", "1"):
+        assert cli("vit", "pretrain", *base, "--seed", s) == 0
+    assert cli("vit", "finetune", *base, "--seeds", "0,1") == 0
+    assert cli("vit", "table", "--out", str(out2), "--no-figure") == 0
+    assert (out2 / "table.csv").read_text() == (out / "table.csv").read_text()
+    capsys.readouterr()
+    # user errors: one line, exit code 2
+    assert cli("vit", "table", "--out", str(tmp_path / "nothing")) == 2
+    assert cli("vit", "run", "--preset", "nope", "--out", str(tmp_path / "x")) == 2
+    assert cli("vit", "run", "--preset", "emnist-fashion", "--scale", "smoke", "--out",
+               str(out)) == 2  # another experiment in the same directory
+    assert cli("vit", "run", "--preset", "emnist-fashion", "--scale", "smoke", "--out",
+               str(tmp_path / "e"), "--data-dir", str(tmp_path / "empty"),
+               "--device", "cpu") == 2  # no data, no download
+    err = capsys.readouterr().err
+    assert err.count("error:") == 4 and "Traceback" not in err
+
+
+def test_only_lora_and_head_train():
+    spec = ViTSpec(img_size=8, patch_size=2, in_chans=1, embed_dim=16, depth=2, num_heads=2)
+    m = add_lora(build_vit(spec, 10), LoraSpec(rank=2, alpha=4.0))
+    counts = check_trainable(m)
+    # qkv (16 -> 48) and proj (16 -> 16) per block, rank 2: A is r x in, B is out x r
+    assert counts["lora"] == 2 * (2 * 16 + 48 * 2 + 2 * 16 + 16 * 2)
+    assert counts["head"] == 16 * 10 + 10
+    names = [n for n, p in m.named_parameters() if p.requires_grad]
+    assert not any("patch_embed" in n for n in names)
+    only_qkv = add_lora(build_vit(spec, 10), LoraSpec(rank=2, target_modules=("qkv",)))
+    assert check_trainable(only_qkv)["lora"] == 2 * (2 * 16 + 48 * 2)
+    # unfreezing any backbone parameter is caught
+    m.get_parameter("base_model.model.blocks.0.norm1.weight").requires_grad_(True)
+    with pytest.raises(AssertionError, match="outside LoRA"):
+        check_trainable(m)
+
+
+def test_head_reinit_rules_and_frozen_backbone(tmp_path):
+    cfg = tiny(seeds=(0,), pt_epochs=1, ft_epochs=1)
+    assert not T.head_reinitialized(cfg)
+    other = replace(cfg, target=DataSpec("fashionmnist"))
+    assert T.head_reinitialized(other)
+    assert T.head_reinitialized(replace(cfg, finetune=replace(cfg.finetune,
+                                                              reinit_head="always")))
+    T.pretrain(cfg, tmp_path, 0, device="cpu")
+    ds = T.finetune(replace(cfg, finetune=replace(cfg.finetune, reinit_head="always")),
+                    tmp_path, 1, 0, device="cpu")
+    assert ds.attrs["head_reinit"] == 1
+    with pytest.raises(LoradynError, match="not one of the pre-training checkpoints"):
+        T.finetune(cfg, tmp_path, 7, 0, device="cpu")
+
+
+def test_presets_and_config_roundtrip():
+    for name in PRESETS:
+        for scale in SCALES:
+            cfg = get_preset(name, scale)
+            back = ExperimentConfig.from_dict(json.loads(cfg.to_json()))
+            assert back == cfg and back.work_key() == cfg.work_key()
+            assert set(cfg.report_epochs) <= set(range(cfg.finetune.epochs + 1))
+    assert get_preset("emnist-fashion", "paper").pretrain.checkpoints == (2, 5, 100)
+    assert get_preset("cifar10-svhn", "paper").pretrain.checkpoints == (50, 100, 200)
+    a, b = get_preset("digits-shifted", "quick"), get_preset("digits-shifted", "paper")
+    assert a.work_key() != b.work_key()
+    with pytest.raises(LoradynError):
+        get_preset("digits-shifted", "huge")
+    with pytest.raises(LoradynError, match="multiple of patch_size"):
+        ViTSpec(img_size=8, patch_size=3)
+    with pytest.raises(LoradynError, match="report epochs"):
+        replace(a, report_epochs=(a.finetune.epochs + 1,))
+
+
+def test_import_loradyn_vit_is_light():
+    code = "import sys, loradyn, loradyn.vit, loradyn.cli; print('torch' in sys.modules)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == "False"
