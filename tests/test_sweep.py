@@ -264,6 +264,50 @@ def test_seed0_grid_with_several_seeds_and_refusal_of_other_sweep(tmp_path, sche
         sweep_status(junk)
 
 
+def test_invalid_combination_fails_only_its_task(tmp_path, scheduler):
+    spec = {
+        "sweep": {"name": "combo"},
+        "grid": {"pretraining": ["aligned", "misaligned"]},
+        "fixed": {"p0": 0.1, "m0": 0.1, "d": 40, "batch": 8, "steps": 20},
+    }
+    tasks = load_spec(spec).tasks()
+    assert "p0" in tasks[0].error and tasks[1].error is None
+    status = run_sweep(spec, tmp_path / "c", scheduler=scheduler)
+    assert status.done == 1 and [f.point for f in status.failed] == [{"pretraining": "aligned"}]
+    assert status.failed[0].error.startswith("LoradynError: p0")
+    ds = collect(tmp_path / "c")
+    assert list(ds["task_status"].values) == ["failed", "done"]
+    assert "p" in ds and np.isfinite(ds["p"].sel(pretraining="misaligned")).all()
+
+    only_bad = {**spec, "grid": {"pretraining": ["aligned"]}}
+    with pytest.raises(LoradynError, match="every task of the sweep is invalid"):
+        run_sweep(only_bad, tmp_path / "none", scheduler=scheduler)
+    assert not (tmp_path / "none").exists()
+
+
+def test_kind_registry_and_plugins(monkeypatch):
+    from loradyn.sweep import TaskKind, available_kinds, get_kind, register_kind
+
+    def check(key, value):
+        if key != "x":
+            raise LoradynError("unknown parameter; known: x")
+        return float(value)
+
+    toy = TaskKind(name="toy-test", run=lambda p, e: None, check_value=check,
+                   prepare=lambda p, e: {"x": p["x"]}, engines=("a", "b"), default_engine="a")
+    register_kind(toy, replace=True)
+    assert "toy-test" in available_kinds() and get_kind("toy-test") is toy
+    spec = parse_spec('[sweep]\nname = "t"\nkind = "toy-test"\nengine = "b"\n[grid]\nx = [1, 2]\n')
+    assert [t.params for t in spec.tasks()] == [{"x": 1.0}, {"x": 2.0}]
+    with pytest.raises(LoradynError, match="grid.y: unknown parameter"):
+        parse_spec('[sweep]\nname = "t"\nkind = "toy-test"\n[grid]\ny = [1]\n')
+    with pytest.raises(LoradynError, match="sweep.kind: unknown kind 'nope'"):
+        parse_spec('[sweep]\nname = "t"\nkind = "nope"\n[grid]\nx = [1]\n')
+    monkeypatch.setenv("LORADYN_SWEEP_PLUGINS", "loradyn_no_such_module")
+    with pytest.raises(LoradynError, match="loradyn_no_such_module"):
+        get_kind("nope")
+
+
 # --------------------------------------------------------------------------- crash and resume
 
 CRASH = """
@@ -291,9 +335,10 @@ def test_sigkill_then_rerun_completes_every_task_once(tmp_path, scheduler):
     total = load_spec(spec_path).size
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "loradyn", "sweep", "run", str(spec_path), "--out", str(out),
-           "--workers", "2", "--no-progress"]
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+           "--workers", "2"]
+    log = tmp_path / "run.log"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=fh, stderr=fh)
     try:
         deadline = time.monotonic() + 150
         n = 0
@@ -303,7 +348,7 @@ def test_sigkill_then_rerun_completes_every_task_once(tmp_path, scheduler):
             if n:
                 break
             time.sleep(0.02)
-        assert proc.poll() is None, proc.communicate()[1].decode()[-2000:]
+        assert proc.poll() is None, log.read_text()[-2000:]
         os.killpg(proc.pid, signal.SIGKILL)  # the runner and its Dask workers
         proc.wait(timeout=30)
     finally:
