@@ -24,7 +24,9 @@ def reproduce_cmd(
 
     if scale not in ("quick", "paper") and scale not in SCALES:
         raise LoradynError(f"unknown scale {scale!r}: choose quick or paper")
-    ids = parse_only(only)
+    from ..reproduce.runner import discover
+
+    ids = parse_only(only, extra=discover())
     est = expected_seconds(scale, ids)
     if est:
         typer.echo(f"loradyn reproduce --scale {scale}: expected run time about "

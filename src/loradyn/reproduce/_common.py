@@ -188,7 +188,9 @@ def simulate(ctx: FigureContext, span: tuple[float, float] = (0.0, 1.0), **confi
     return ds
 
 
-def escape_tau(ds: xr.Dataset, paper_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def escape_tau(
+    ds: xr.Dataset, paper_scale: float = 1.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     r"""Simulated :math:`\tau` per ``mu``: ``escape_time / log(R sqrt d)`` (times ``paper_scale``).
 
     Returns the median over the seeds that escaped, the 25% and 75% quantiles (NaN where

@@ -34,7 +34,8 @@ PLACEHOLDERS = {
     ],
     "table1": [
         ("J1", "Sec. 3.3 / App. J", "ViT LoRA: later source checkpoints can adapt worse "
-         "downstream despite higher source accuracy", "downstream acc. not monotone in source acc."),
+         "downstream despite higher source accuracy",
+         "downstream acc. not monotone in source acc."),
     ],
 }
 

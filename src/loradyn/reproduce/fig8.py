@@ -45,7 +45,8 @@ def make(ctx: FigureContext) -> FigureOutput:
     axs[0].legend()
     ins = axs[2].inset_axes([0.55, 0.1, 0.4, 0.36])
     for j, mu in enumerate(amp["mu"].values):
-        ins.plot(amp["t"], amp["E"].sel(mu=mu), color=C.COLORS[5 + j], label=rf"He$_4$ $\mu$={mu:g}")
+        ins.plot(amp["t"], amp["E"].sel(mu=mu), color=C.COLORS[5 + j],
+                 label=rf"He$_4$ $\mu$={mu:g}")
     ins.set_title("He$_4$, a<0: energy grows", fontsize=7)
     ins.tick_params(labelsize=6)
     ins.legend(fontsize=6)

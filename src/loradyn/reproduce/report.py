@@ -81,7 +81,8 @@ def render(result: ReproduceResult) -> str:
     parts: list[str] = []
     parts.append("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>")
     parts.append("<meta name='viewport' content='width=device-width, initial-scale=1'>")
-    parts.append("<title>loradyn: reproduction of 'When pre-training hurts LoRA fine-tuning'</title>")
+    parts.append("<title>loradyn: reproduction of 'When pre-training hurts LoRA fine-tuning'"
+                 "</title>")
     parts.append(f"<style>{CSS}</style></head><body><main>")
     parts.append("<h1>When pre-training hurts LoRA fine-tuning: reproduction</h1>")
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")

@@ -119,15 +119,21 @@ def _missing(spec: FigureSpec) -> list[str]:
     return [r for r in spec.requires if importlib.util.find_spec(r) is None]
 
 
-def parse_only(only: str | list[str] | tuple[str, ...] | None) -> list[str] | None:
-    """Normalize ``--only`` (comma list) and check every id; ``None`` means all."""
+def parse_only(
+    only: str | list[str] | tuple[str, ...] | None, extra: dict[str, str] | None = None
+) -> list[str] | None:
+    """Normalize ``--only`` (comma list) and check every id; ``None`` means all.
+
+    Known ids: the expected figures/tables, the registered ones and ``extra`` (modules
+    that exist but could not be imported).
+    """
     if only is None:
         return None
     items = only.split(",") if isinstance(only, str) else list(only)
     ids = [s.strip().lower() for s in items if s.strip()]
     if not ids:
         raise LoradynError("--only is empty: give figure ids such as fig1,fig2")
-    known = set(EXPECTED) | {s.id for s in registered()}
+    known = set(EXPECTED) | {s.id for s in registered()} | set(extra or {})
     bad = [i for i in ids if i not in known]
     if bad:
         raise LoradynError(
@@ -253,20 +259,22 @@ def reproduce(
         raise LoradynError(f"--out {out} exists and is not a directory: choose another path")
     t0 = time.perf_counter()
     import_problems = discover()
-    ids = parse_only(only)
+    ids = parse_only(only, extra=import_problems)
     out.mkdir(parents=True, exist_ok=True)
     (out / "figures").mkdir(exist_ok=True)
     (out / "data").mkdir(exist_ok=True)
 
     specs = {s.id: s for s in registered()}
-    wanted = sorted(set(ids) if ids is not None else set(EXPECTED) | set(specs), key=_order)
+    every = set(EXPECTED) | set(specs) | set(import_problems)
+    wanted = sorted(set(ids) if ids is not None else every, key=_order)
     result = ReproduceResult(out=out, scale=scale, engine=engine)
     runnable = []
     for fid in wanted:
         spec = specs.get(fid)
         if spec is None:
             reason = import_problems.get(fid, "module not available yet")
-            result.items.append(ItemResult(fid, DESCRIPTIONS.get(fid, fid), "pending", reason=reason))
+            title = DESCRIPTIONS.get(fid, fid)
+            result.items.append(ItemResult(fid, title, "pending", reason=reason))
             continue
         miss = _missing(spec)
         if miss:

@@ -1,0 +1,157 @@
+"""Tests of ``loradyn reproduce``: runner, claims table, pending items, report, CLI.
+
+Budget: about 1 minute on 2 cores (tiny ``test`` scale, theory figures and one small
+simulation figure).
+"""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from loradyn.errors import LoradynError
+from loradyn.reproduce import registry
+from loradyn.reproduce.claims import HEADER, read_csv
+from loradyn.reproduce.runner import EXPECTED, discover, parse_only, reproduce
+
+
+@pytest.fixture(scope="module")
+def theory_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("rep")
+    return reproduce(out, scale="test", only="fig6,fig8", progress=False)
+
+
+def test_theory_figures_written(theory_run):
+    res = theory_run
+    assert [i.id for i in res.done] == ["fig6", "fig8"]
+    for fid in ("fig6", "fig8"):
+        for ext in ("png", "pdf"):
+            f = res.out / "figures" / f"{fid}.{ext}"
+            assert f.is_file() and f.stat().st_size > 1000
+    data = list((res.out / "data").glob("fig6*")) + list((res.out / "data").glob("fig8*"))
+    assert len(data) >= 3
+    assert (res.out / "run.json").is_file()
+    html = (res.out / "index.html").read_text()
+    assert "figures/fig6.png" in html and "figures/fig8.png" in html
+    # offline: no remote resources
+    assert "http://" not in html and "https://" not in html and "@import" not in html
+
+
+def test_claims_csv_format(theory_run):
+    path = theory_run.out / "claims.csv"
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    assert tuple(rows[0]) == HEADER
+    assert ",".join(rows[0]) == "id,section,statement,measured,expected,verdict"
+    claims = read_csv(path)
+    assert len(claims) == len(theory_run.claims) >= 5
+    ids = [c.id for c in claims]
+    assert len(set(ids)) == len(ids)
+    for c in claims:
+        assert c.verdict in ("holds", "fails", "not-tested")
+        assert c.measured and c.statement and c.expected
+        # the measured column carries numbers computed in the run
+        assert any(ch.isdigit() for ch in c.measured)
+
+
+def test_claims_change_with_data(theory_run):
+    # the energy claim is measured, not typed in: it quotes the computed a coefficients
+    c = {c.id: c for c in theory_run.claims}["F-energy-damped"]
+    assert "a = [1, 1, 1, 1, 1]" in c.measured and c.verdict == "holds"
+
+
+def test_pending_items_listed(tmp_path, monkeypatch):
+    discover()
+    monkeypatch.delitem(registry._FIGURES, "fig13", raising=False)
+    spec = registry.FigureSpec("fig12", "needs a missing module",
+                               lambda ctx: registry.FigureOutput("x"),
+                               requires=("no_such_module_for_loradyn_tests",), order=12)
+    monkeypatch.setitem(registry._FIGURES, "fig12", spec)
+    res = reproduce(tmp_path, scale="test", only="fig12,fig13", progress=False)
+    status = {i.id: (i.status, i.reason) for i in res.items}
+    assert status["fig12"][0] == "pending" and "no_such_module" in status["fig12"][1]
+    assert status["fig13"][0] == "pending"
+    assert not res.failed
+    html = (tmp_path / "index.html").read_text()
+    assert "fig12" in html and "fig13" in html and "pending" in html
+    # the App. K claim is listed as not tested while fig13 is pending
+    k = [c for c in res.claims if c.id == "K1"]
+    assert k and k[0].verdict == "not-tested"
+
+
+def test_all_expected_listed_when_absent(tmp_path, monkeypatch):
+    discover()
+    for fid in EXPECTED:
+        monkeypatch.delitem(registry._FIGURES, fid, raising=False)
+    res = reproduce(tmp_path, scale="test", progress=False)
+    assert [i.id for i in res.pending] == list(EXPECTED)
+    assert not res.done and not res.failed
+
+
+def test_import_error_is_pending(tmp_path, monkeypatch):
+    import loradyn.reproduce as pkg
+
+    extra = tmp_path / "mods"
+    extra.mkdir()
+    (extra / "fig98.py").write_text("import no_such_module_for_loradyn_tests  # noqa\n")
+    monkeypatch.setattr(pkg, "__path__", [*pkg.__path__, str(extra)])
+    res = reproduce(tmp_path / "out", scale="test", only="fig98", progress=False)
+    assert res.items[0].status == "pending"
+    assert "cannot import" in res.items[0].reason
+
+
+def test_failure_is_reported_not_raised(tmp_path, monkeypatch):
+    def boom(ctx):
+        raise RuntimeError("broken figure")
+
+    monkeypatch.setitem(registry._FIGURES, "fig11", registry.FigureSpec("fig11", "t", boom))
+    res = reproduce(tmp_path, scale="test", only="fig11", progress=False)
+    assert res.failed and "broken figure" in res.failed[0].reason
+    assert (tmp_path / "fig11.error.txt").is_file()
+
+
+def test_bad_input():
+    with pytest.raises(LoradynError, match="unknown figure id"):
+        parse_only("fig1,fig99")
+    with pytest.raises(LoradynError, match="scale"):
+        reproduce("/tmp/unused-loradyn", scale="huge")
+    with pytest.raises(LoradynError, match="engine"):
+        reproduce("/tmp/unused-loradyn", engine="gpu")
+    assert parse_only(" FIG1 , fig2 ") == ["fig1", "fig2"]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "loradyn", "reproduce", *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_cli_unknown_figure(tmp_path):
+    r = _cli("--only", "fig99", "--out", str(tmp_path))
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: unknown figure id 'fig99'")
+    r = _cli("--scale", "huge", "--out", str(tmp_path))
+    assert r.returncode == 2 and r.stderr.strip().startswith("error:")
+
+
+def test_cli_runs_one_figure(tmp_path):
+    r = _cli("--only", "fig6", "--out", str(tmp_path / "rep"), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert "report:" in r.stdout and (tmp_path / "rep" / "index.html").is_file()
+    assert (tmp_path / "rep" / "claims.csv").is_file()
+
+
+def test_simulation_figure_end_to_end(tmp_path):
+    """One simulation figure at the tiny scale: theory curve and SGD points in one dataset."""
+    res = reproduce(tmp_path, scale="test", only="fig1", progress=False)
+    assert [i.status for i in res.items] == ["done"]
+    rows = list(csv.DictReader(open(Path(tmp_path) / "data" / "fig1_tau_points.csv")))
+    assert rows, "no simulated tau points"
+    ratios = [float(r["ratio"]) for r in rows if r["ratio"] not in ("nan", "")]
+    assert ratios and all(0.2 < r < 5 for r in ratios)
+    ids = {c.id for c in res.claims}
+    assert {"L-monotone", "IE1-relu-dip", "P1-sgd-escape"} <= ids
