@@ -16,18 +16,18 @@ from . import _common as C
 from .registry import FigureContext, FigureOutput, register
 
 ACTS = ("linear", "he2-norm")
-RADIUS = 0.5
+RADIUS = 0.25
 
 
 def settings(scale: str) -> dict:
     return C.pick(
         scale,
-        test=dict(K=3, d=500, batch=125, lr=0.1, seeds=3, ranks=(1, 2),
-                  mus={"linear": (0.3, 0.7), "he2-norm": (0.4, 0.8)}),
-        quick=dict(K=3, d=1000, batch=250, lr=0.05, seeds=6, ranks=(1, 2, 4),
-                   mus={"linear": (0.2, 0.45, 0.7, 0.85), "he2-norm": (0.3, 0.5, 0.7, 0.85)}),
-        paper=dict(K=3, d=4000, batch=1000, lr=0.05, seeds=24, ranks=(1, 2, 4, 8),
-                   mus={"linear": tuple(np.round(np.linspace(0.1, 0.9, 9), 3)),
+        test=dict(K=3, d=4000, batch=400, lr=0.05, seeds=3, ranks=(1, 2),
+                  mus={"linear": (0.3, 0.6), "he2-norm": (0.4, 0.7)}),
+        quick=dict(K=3, d=10000, batch=1000, lr=0.05, seeds=5, ranks=(1, 2, 4),
+                   mus={"linear": (0.2, 0.45, 0.7), "he2-norm": (0.3, 0.55, 0.8)}),
+        paper=dict(K=3, d=40000, batch=4000, lr=0.05, seeds=20, ranks=(1, 2, 4, 8),
+                   mus={"linear": tuple(np.round(np.linspace(0.1, 0.85, 7), 3)),
                         "he2-norm": tuple(np.round(np.linspace(0.2, 0.9, 8), 3))}),
     )
 
@@ -40,11 +40,12 @@ def _escape_table(s: dict, engine: str, ctx: FigureContext, span: tuple[float, f
     for i, mu in enumerate(mus):
         lo = span[0] + (span[1] - span[0]) * i / len(mus)
         ctx.progress(lo, f"{act}, mu = {mu:g}")
-        t_pred = float(exit_time(tau(act, [mu] * s["K"], [1]).tau[0], s["d"], RADIUS))
-        steps = int(min(4.0 * t_pred / s["lr"] + 200, 200_000))
+        m0 = 1.0 / np.sqrt(s["d"])
+        t_pred = linear_exit_time(act, [mu] * s["K"], 1, m0=m0, a0=m0, radius=RADIUS)
+        steps = int(min(3.0 * t_pred / s["lr"] + 200, 200_000))
         cfg = TwoLayerConfig(mu=[mu] * s["K"], rank=1, activation=act, d=s["d"], lr=s["lr"],
                              batch=s["batch"], steps=steps, seeds=s["seeds"], seed0=ctx.seed,
-                             threshold=RADIUS, record_every=steps, m0=1.0 / np.sqrt(s["d"]))
+                             threshold=RADIUS, record_every=steps, m0=m0)
         ds = simulate(cfg, list(s["ranks"]), engine, stop_on_escape=True)
         out.append(ds.escape_step.assign_coords(mu=mu).expand_dims("mu"))
     esc = xr.concat(out, dim="mu").to_dataset(name="escape_step")
@@ -90,6 +91,7 @@ def make(ctx: FigureContext) -> FigureOutput:
                          for m in mus])
         sim_spreads[act] = float(np.nanmax(np.ptp(mean, axis=1) / np.nanmean(mean, axis=1)))
         rel_err[act] = np.nanmean(mean, axis=1) / t_th - 1.0
+        rel_err[act] = np.where(np.isfinite(rel_err[act]), rel_err[act], np.inf)
         for i, m in enumerate(mus):
             for j, r in enumerate(ranks):
                 rows.append({"activation": act, "mu": float(m), "rank": r,
@@ -108,35 +110,43 @@ def make(ctx: FigureContext) -> FigureOutput:
     data.append(C.save_csv(rows, ctx, "fig13"))
     ctx.progress(0.95, "claims")
 
-    tol = 0.15
-    ok_lin = spreads["linear"] < 1e-9 and sim_spreads["linear"] < tol
+    tol_rank, tol_theory = 0.1, 0.2
+    ok_lin = spreads["linear"] < 1e-9 and sim_spreads["linear"] < tol_rank
     claims = [
         C.claim(
             "K-tau-rank-linear", "App. K",
             "For the linear two-layer model the search-phase escape time tau does not depend "
             "on the LoRA rank",
             f"theory: max relative spread of tau over ranks {ranks} = "
-            f"{C.fmt(spreads['linear'])}; simulation ({engine}): max relative spread of the "
-            f"mean escape time over ranks = {C.fmt(sim_spreads['linear'])} "
-            f"(mu = {C.fmt_list(s['mus']['linear'])})",
-            f"theory spread < 1e-9; simulated spread < {tol}", ok_lin),
+            f"{C.fmt(spreads['linear'])}; simulation ({engine}): max over mu of the relative "
+            f"spread of the mean escape time over ranks = {C.fmt(sim_spreads['linear'])} "
+            f"(mu = {C.fmt_list(s['mus']['linear'])}; He_2: {C.fmt(sim_spreads['he2-norm'])})",
+            f"theory spread < 1e-9; simulated spread < {tol_rank}", ok_lin),
         C.claim(
             "K-tau-theory-vs-sim", "App. K",
-            "The linearized escape rate predicts the simulated escape time (tau log(R sqrt d))",
-            "; ".join(f"{a}: relative error {C.fmt_list(rel_err[a], 2)}" for a in ACTS),
-            "|relative error| < 0.35 (the log factor ignores O(tau) transients)",
-            bool(all(np.all(np.abs(rel_err[a]) < 0.35) for a in ACTS))),
+            "The search-phase linearization predicts the simulated escape time of the "
+            "two-layer model (linear and He_2)",
+            "relative error of the rank-mean escape time against the linearized-flow exit "
+            "time: " + "; ".join(f"{a}: {C.fmt_list(rel_err[a], 2)}" for a in ACTS),
+            f"|relative error| < {tol_theory}",
+            bool(all(np.all(np.abs(rel_err[a]) < tol_theory) for a in ACTS))),
     ]
     cap = (
         f"Escape time of the two-layer LoRA model (App. K) with K = {K} teacher neurons, all "
         "pre-trained alignments mu_k = mu, teacher normalization none, for the linear "
-        "activation (left) and He_2/sqrt(2) (right). Line: search-phase theory "
-        "tau(mu) log(R sqrt d) with tau = 1/lambda_+ from the linearized flow (identical for "
-        f"every rank). Points: one-pass SGD ({engine} engine), d = {s['d']}, "
-        f"lr = {s['lr']}, batch = {s['batch']}, escape when max_j |M_j| >= {RADIUS}, "
-        f"mean +- s.e.m. over {s['seeds']} seeds, ranks {ranks} (slightly offset in mu). "
-        f"Theory rank spread: linear {C.fmt(spreads['linear'])}, He_2 "
-        f"{C.fmt(spreads['he2-norm'])}."
+        "activation (left) and He_2/sqrt(2) (right). Solid line: exit time of the "
+        "linearized search-phase flow from the simulations' start (the same for every rank, "
+        "its rate lambda_+ is rank independent); dashed: tau log(R sqrt d), tau = 1/lambda_+. "
+        f"Points: one-pass spherical SGD ({engine} engine), d = {s['d']}, lr = {s['lr']}, "
+        f"batch = {s['batch']}, start: entries of A_0 = 1/sqrt(d), each LoRA direction j with "
+        "overlap 1/sqrt(d) on teacher neuron j mod K and uniform otherwise; escape at the first "
+        f"step with max_j |M_j| >= R = {RADIUS}; mean +- s.e.m. over {s['seeds']} seeds for "
+        f"ranks {ranks} (slightly offset in mu). Theory rank spread of tau: linear "
+        f"{C.fmt(spreads['linear'])}, He_2 {C.fmt(spreads['he2-norm'])}. A fixed start "
+        "removes the extreme-value effect of r random starts (more directions, larger "
+        "largest initial overlap), which shortens the escape by O(tau) at larger r; a small "
+        "radius R keeps the criterion in the search phase, where the r directions have not "
+        "yet started to share the residual."
     )
     ctx.progress(1.0, "done")
     return FigureOutput(cap, files, data, claims)

@@ -7,12 +7,21 @@
 """
 
 from .engines import plot_loss, record_steps, run, save, simulate, summary
-from .linearization import TwoLayerTau, collective_rate, exit_time, jacobian, search_rate, tau
+from .linearization import (
+    TwoLayerTau,
+    collective_rate,
+    exit_time,
+    jacobian,
+    linear_exit_time,
+    search_rate,
+    tau,
+)
 from .model import State, TwoLayerConfig, initial_state
 from .population import closed_loss, flow, loss, monte_carlo_loss, quadrature_loss
 
 __all__ = [
     "State", "TwoLayerConfig", "TwoLayerTau", "closed_loss", "collective_rate", "exit_time",
-    "flow", "initial_state", "jacobian", "loss", "monte_carlo_loss", "quadrature_loss",
+    "flow", "initial_state", "jacobian", "linear_exit_time", "loss", "monte_carlo_loss",
+    "quadrature_loss",
     "plot_loss", "record_steps", "run", "save", "search_rate", "simulate", "summary", "tau",
 ]

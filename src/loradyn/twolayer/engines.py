@@ -168,7 +168,7 @@ def _dense_traj(cfg: TwoLayerConfig, seed: int, stop_on_escape: bool) -> dict[st
     if cfg.m0 is None:
         V = rng.standard_normal((r, d))
     else:
-        M0 = np.asarray(cfg.m0)
+        M0 = cfg.initial_overlaps()
         O = rng.standard_normal((r, d))
         O -= (O @ Ws.T) @ Ws
         O /= np.linalg.norm(O, axis=1, keepdims=True)

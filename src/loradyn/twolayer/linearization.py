@@ -162,3 +162,44 @@ def tau(activation: str, mu: Array, ranks: Array | int, *, norm: str = "none") -
 def exit_time(tau_value: Array | float, d: int, radius: float = 0.5) -> Array:
     r"""Predicted exit time :math:`\tau\log(R\sqrt d)` (ODE time; divide by ``lr`` for steps)."""
     return np.asarray(tau_value, dtype=float) * (0.5 * math.log(d) + math.log(radius))
+
+
+def linear_exit_time(
+    activation: str, mu: Array, rank: int, *, m0: Array | float, a0: float,
+    radius: float = 0.5, norm: str = "none", t_max: float = 1e5,
+) -> float:
+    r"""Exit time of the *linearized* flow from a given start (``C = I``).
+
+    Solves :math:`x(t) = e^{Jt}x_0` for :math:`x = (\mathrm{vec}A, \mathrm{vec}M)` with
+    :math:`A_0 = a_0\mathbf 1\mathbf 1^\top` and :math:`M_0` (``r x K``, or a number ``m``
+    placed at ``(j, j mod K)`` as in :class:`~loradyn.twolayer.model.TwoLayerConfig`), and
+    returns the first ``t`` with :math:`\max_j |M_{j\cdot}(t)|_2 = R`. Unlike
+    :math:`\tau\log(R/|M_0|)` it keeps the projection of the start on the unstable mode.
+    ``inf`` if the radius is not reached before ``t_max``.
+    """
+    from scipy.optimize import brentq
+
+    act, mu_arr = _check(activation, mu)
+    K, r = mu_arr.size, int(rank)
+    if np.isscalar(m0):
+        M0 = np.zeros((r, K))
+        M0[np.arange(r), np.arange(r) % K] = float(m0)  # type: ignore[arg-type]
+    else:
+        M0 = np.asarray(m0, dtype=float)
+    x0 = np.concatenate([np.full(K * r, float(a0)), M0.ravel()])
+    J = jacobian(act, mu_arr, r, norm=norm)
+    ev, U = np.linalg.eig(J)
+    c = np.linalg.solve(U, x0.astype(complex))
+
+    def overlap(t: float) -> float:
+        x = (U @ (c * np.exp(ev * t))).real
+        return float(np.sqrt(np.sum(x[K * r:].reshape(r, K) ** 2, axis=1)).max())
+
+    if overlap(0.0) >= radius:
+        return 0.0
+    t_lo, t_hi = 0.0, 0.1
+    while overlap(t_hi) < radius:
+        t_lo, t_hi = t_hi, 1.5 * t_hi
+        if t_hi > t_max:
+            return float("inf")
+    return float(brentq(lambda t: overlap(t) - radius, t_lo, t_hi, xtol=1e-10))

@@ -211,8 +211,11 @@ class TwoLayerConfig:
             raise LoradynError(f"a0 = {self.a0!r} is not finite: give a finite number")
         set_(self, "a0", a0)
         if self.m0 is not None:
-            m0 = self.initial_overlaps()
-            set_(self, "m0", [[float(v) for v in row] for row in m0])
+            m0 = self.initial_overlaps()  # validates
+            if np.isscalar(self.m0):
+                set_(self, "m0", float(self.m0))  # type: ignore[arg-type]
+            else:
+                set_(self, "m0", [[float(v) for v in row] for row in m0])
         if self.update not in UPDATES:
             raise LoradynError(
                 f"update = {self.update!r} is unknown: choose spherical or renormalized"
@@ -334,7 +337,7 @@ def initial_state(cfg: TwoLayerConfig, rng: np.random.Generator) -> State:
         M = npar / nrm[:, None]
         C = G / np.outer(nrm, nrm)
     else:
-        M = np.asarray(cfg.m0, dtype=float)
+        M = cfg.initial_overlaps()
         G0 = bartlett_gram(rng, d - K, r)
         g = np.sqrt(np.diag(G0))
         R0 = G0 / np.outer(g, g)
