@@ -111,6 +111,13 @@ def write_netcdf_atomic(ds: xr.Dataset, path: str | Path) -> Path:
     return path
 
 
+def _manifest_text(manifest: Mapping[str, Any]) -> str:
+    """The manifest as JSON text: one line per header key, then one line per task."""
+    head = [f" {json.dumps(k)}: {json.dumps(v)}," for k, v in manifest.items() if k != "tasks"]
+    tasks = ",\n".join("  " + json.dumps(t, separators=(",", ":")) for t in manifest["tasks"])
+    return "{\n" + "\n".join(head) + '\n "tasks": [\n' + tasks + "\n ]\n}\n"
+
+
 @dataclass(frozen=True)
 class FailedTask:
     """A task that raised: its key, grid point and the one-line error."""
@@ -234,7 +241,7 @@ class SweepStore:
         (root / RESULTS_DIR).mkdir(exist_ok=True)
         manifest["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         atomic_write_text(root / SPEC_FILE, spec.to_toml())
-        atomic_write_text(root / MANIFEST_FILE, json.dumps(manifest, indent=1) + "\n")
+        atomic_write_text(root / MANIFEST_FILE, _manifest_text(manifest))
         return cls(root, manifest)
 
     # -- tasks ---------------------------------------------------------------------------
