@@ -17,8 +17,8 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/loradyn tau --teacher linear --mu 0:1:51 --format csv --plot report/tau_linear.png > report/tau_linear.csv || (mkdir -p report && $(VENV)/bin/loradyn tau --teacher linear --mu 0:1:51 --format csv --plot report/tau_linear.png > report/tau_linear.csv)
-	@echo "demo written to report/"
+	$(VENV)/bin/loradyn reproduce --scale quick --out report
+	@echo "report written to $(CURDIR)/report/index.html (claims: report/claims.csv)"
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..hermite import student_mean_dataset
+from ..hermite import label_expansion, student_information_exponent, student_mean_dataset
 from . import _common as C
 from .registry import FigureContext, FigureOutput, register
 
-ESTIMATE = {"quick": 2.0, "paper": 2.0}
+ESTIMATE = {"quick": 3.0, "paper": 5.0}
 DEGREES = (2, 4, 6, 8)
 
 
@@ -61,6 +61,22 @@ def make(ctx: FigureContext) -> FigureOutput:
                 f"for mu < {C.fmt(flip)} and reverses above", "increasing in K",
                 C.is_monotone(mags, True)),
     ]
+    ie = {(k, q): student_information_exponent(f"he{k}", q) for k in (3, 4, 5, 6)
+          for q in (0.5, 1.0)}
+    sq_ie = {k: label_expansion(f"he{k}").information_exponent() for k in (3, 4, 5, 6)}
+    claims.append(C.claim(
+        "B3-student-ie", "Sec. 2.2 / App. B.3",
+        "With a pre-activation variance Q != 1 the student's information exponent (standard "
+        "basis) is at most 2",
+        "IE of He_K(sqrt(Q) x): " + ", ".join(f"K={k}: Q=0.5 -> {ie[k, 0.5]}, Q=1 -> {ie[k, 1.0]}"
+                                               for k in (3, 4, 5, 6)),
+        "<= 2 for Q != 1 (K for Q = 1)",
+        all(ie[k, 0.5] is not None and ie[k, 0.5] <= 2 and ie[k, 1.0] == k for k in (3, 4, 5, 6))))
+    claims.append(C.claim(
+        "B4-square-ie", "Sec. 3.3 / App. B.4",
+        "Squaring a pure He_K label leaves He_2 as its lowest non-constant Hermite term",
+        "IE of He_K^2: " + ", ".join(f"K={k}: {v}" for k, v in sq_ie.items()),
+        "2 for every K", all(v == 2 for v in sq_ie.values())))
     cap = (
         f"Mean E[He_K(mu z)], z ~ N(0,1), of a pure even Hermite student at the search-phase "
         f"start (u, m) = (0, 0), for K = {DEGREES} on {n} values of mu in [0, 1] "

@@ -14,7 +14,7 @@ from ..mechanics import mechanics_dataset
 from . import _common as C
 from .registry import FigureContext, FigureOutput, register
 
-ESTIMATE = {"quick": 2.0, "paper": 2.0}
+ESTIMATE = {"quick": 6.0, "paper": 6.0}
 MUS = (0.0, 0.25, 0.5, 0.75, 0.9)
 AMPLIFIED = ("he4", (0.05, 0.1))  # a < 0 there: negative friction
 
