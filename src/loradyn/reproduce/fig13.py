@@ -114,7 +114,7 @@ def make(ctx: FigureContext) -> FigureOutput:
     ok_lin = spreads["linear"] < 1e-9 and sim_spreads["linear"] < tol_rank
     claims = [
         C.claim(
-            "K-tau-rank-linear", "App. K",
+            "K1", "App. K",
             "For the linear two-layer model the search-phase escape time tau does not depend "
             "on the LoRA rank",
             f"theory: max relative spread of tau over ranks {ranks} = "
@@ -123,7 +123,7 @@ def make(ctx: FigureContext) -> FigureOutput:
             f"(mu = {C.fmt_list(s['mus']['linear'])}; He_2: {C.fmt(sim_spreads['he2-norm'])})",
             f"theory spread < 1e-9; simulated spread < {tol_rank}", ok_lin),
         C.claim(
-            "K-tau-theory-vs-sim", "App. K",
+            "K1b", "App. K",
             "The search-phase linearization predicts the simulated escape time of the "
             "two-layer model (linear and He_2)",
             "relative error of the rank-mean escape time against the linearized-flow exit "

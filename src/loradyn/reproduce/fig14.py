@@ -99,7 +99,7 @@ def make(ctx: FigureContext) -> FigureOutput:
     ok_search = max(spread.values()) < 0.3 and ratio > 1.5
     claims = [
         C.claim(
-            "K-final-loss-rank", "App. K",
+            "K2", "App. K",
             "For He_2 the LoRA rank sets the loss reached after the search phase",
             "; ".join(
                 f"mu_k={s['mus'][p][0]:g}..: final loss (sim) {C.fmt_list(finals[p])}, ODE "
@@ -108,7 +108,7 @@ def make(ctx: FigureContext) -> FigureOutput:
             "final loss strictly decreasing in r (each step > 5%), r = K below 5% of the "
             "initial loss", ok_rank),
         C.claim(
-            "K-search-mu", "App. K",
+            "K2b", "App. K",
             "For He_2 the pre-trained alignments mu_k, not the rank, set the length of the "
             "search phase",
             "mean escape time per rank: " + "; ".join(

@@ -1,0 +1,92 @@
+"""CLI and figures of the two-layer model: ``loradyn twolayer tau|simulate``, fig13/fig14."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+import xarray as xr
+from typer.testing import CliRunner
+
+from loradyn.cli import app
+from loradyn.twolayer import collective_rate
+
+runner = CliRunner()
+
+
+def _run(*args):
+    return runner.invoke(app, ["twolayer", *args])
+
+
+def test_tau_csv_header_and_values():
+    r = _run("tau", "--activation", "linear", "--mu", "0.2,0.5,0.9", "--rank", "1,2,4",
+             "--format", "csv")
+    assert r.exit_code == 0, r.output
+    rows = list(csv.reader(io.StringIO(r.stdout)))
+    assert rows[0] == ["rank", "lambda_plus", "tau"]
+    assert [int(x[0]) for x in rows[1:]] == [1, 2, 4]
+    lam = np.array([float(x[1]) for x in rows[1:]])
+    np.testing.assert_allclose(lam, collective_rate("linear", [0.2, 0.5, 0.9]), rtol=1e-12)
+    np.testing.assert_allclose([float(x[2]) for x in rows[1:]], 1 / lam, rtol=1e-12)
+
+
+def test_tau_he2_table_and_json():
+    r = _run("tau", "-a", "he2-norm", "--mu", "0.3,0.6", "--rank", "2")
+    assert r.exit_code == 0 and "lambda_plus" in r.stdout
+    r = _run("tau", "-a", "he2-norm", "--mu", "0.3,0.6", "--rank", "2", "--format", "json")
+    out = json.loads(r.stdout)
+    assert out["rows"][0]["rank"] == 2
+    assert out["rows"][0]["lambda_plus"] == pytest.approx(collective_rate("he2-norm", [0.3, 0.6]))
+
+
+def test_simulate_json_out_and_plot(tmp_path):
+    nc, png = tmp_path / "run.nc", tmp_path / "loss.png"
+    r = _run("simulate", "--engine", "reduced", "--mu", "0.4,0.6", "--rank", "1,2", "--d", "200",
+             "--lr", "0.05", "--batch", "20", "--steps", "60", "--seeds", "2", "--out", str(nc),
+             "--plot", str(png), "--format", "json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert [row["rank"] for row in out["rows"]] == [1, 2]
+    assert out["config"]["ranks"] == [1, 2] and out["config"]["d"] == 200
+    ds = xr.open_dataset(nc)
+    assert dict(ds.sizes)["rank"] == 2 and "config" in ds.attrs
+    ds.close()
+    assert png.stat().st_size > 1000
+
+
+@pytest.mark.parametrize(
+    "args,msg",
+    [(["tau", "-a", "relu", "--mu", "0.5"], "linear and he2-norm"),
+     (["tau", "--mu", "0.5,abc"], "comma list"),
+     (["tau", "--mu", "0.5", "--rank", "0"], "integers >= 1"),
+     (["simulate", "--engine", "fast"], "engine"),
+     (["simulate", "--mu", "0.5,1.2"], "mu")],
+)
+def test_bad_input_is_one_line_error(args, msg, capsys):
+    from loradyn.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["twolayer", *args])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert msg in err and "Traceback" not in err and len(err.splitlines()) <= 3
+
+
+@pytest.mark.parametrize("fid", ["fig13", "fig14"])
+def test_figures_at_test_scale(tmp_path, fid):
+    import importlib
+
+    from loradyn.reproduce.registry import FigureContext
+
+    mod = importlib.import_module(f"loradyn.reproduce.{fid}")
+    out = mod.make(FigureContext(out=tmp_path, scale="test"))
+    assert all(p.exists() for p in out.files) and {p.suffix for p in out.files} == {".png", ".pdf"}
+    assert all(p.exists() for p in out.data)
+    ids = {c.id for c in out.claims}
+    assert {"fig13": {"K1", "K1b"}, "fig14": {"K2", "K2b"}}[fid] == ids
+    assert all(c.verdict in ("holds", "fails") for c in out.claims)
+    # claims quote measured numbers
+    assert all(any(ch.isdigit() for ch in c.measured) for c in out.claims)
