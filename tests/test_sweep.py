@@ -24,7 +24,7 @@ from loradyn.config import RunConfig
 from loradyn.engines import simulate
 from loradyn.errors import LoradynError
 from loradyn.sweep import collect, load_spec, parse_spec, run_sweep, sweep_status
-from loradyn.sweep.store import TMP_MARK
+from loradyn.sweep.store import TMP_MARK, SweepStore
 
 distributed = pytest.importorskip("dask.distributed")
 
@@ -192,6 +192,9 @@ def test_small_sweep_runs_and_collects(tmp_path, scheduler, capsys):
     before = _files(out)
     assert run_sweep(spec_path, out, scheduler="tcp://127.0.0.1:1").complete
     assert _files(out) == before
+    with SweepStore.open(out).lock():  # a second runner on the same directory is refused
+        with pytest.raises(LoradynError, match="another `loradyn sweep run`"):
+            run_sweep(spec_path, out, scheduler="tcp://127.0.0.1:1")
 
 
 def test_failed_tasks_recorded_and_retried_only_on_request(tmp_path, scheduler, capsys):

@@ -30,6 +30,7 @@ from typing import Any
 import xarray as xr
 
 from ..errors import LoradynError
+from .kinds import TaskKind
 from .spec import SweepSpec, Task, load_spec
 from .store import SweepStatus, SweepStore
 
@@ -183,8 +184,23 @@ def run_sweep(
         t = tasks[0]
         raise LoradynError(f"every task of the sweep is invalid, e.g. {t.label()}: {t.error}")
     store = SweepStore.prepare(out, spec, tasks)
-    store.clean_temporaries()
+    with store.lock():
+        store.clean_temporaries()
+        _run_pending(store, spec, kind, tasks, workers, scheduler, retry_failed, progress)
+    return store.status()
 
+
+def _run_pending(
+    store: SweepStore,
+    spec: SweepSpec,
+    kind: TaskKind,
+    tasks: list[Task],
+    workers: int | None,
+    scheduler: str | None,
+    retry_failed: bool,
+    progress: bool,
+) -> None:
+    """Record invalid tasks, then run the unfinished valid ones and store each result."""
     for t in tasks:
         if t.error and not store.has_result(t.key) and (retry_failed or not store.has_error(t.key)):
             info = {"type": "LoradynError", "message": t.error, "traceback": ""}
@@ -198,7 +214,7 @@ def run_sweep(
         and (retry_failed or not store.has_error(t.key))
     ]
     if not pending:
-        return store.status()
+        return
 
     before = store.status()
     skipped_failed = {f.key for f in before.failed} - {t.key for t in pending}
@@ -229,7 +245,5 @@ def run_sweep(
                 else:
                     n_failed += 1
                     store.write_error(task.key, _error_record(task, payload, spec))
-                    log.info("task %s (%s) failed: %s", task.key, task.label(),
-                                payload["message"])
+                    log.info("task %s (%s) failed: %s", task.key, task.label(), payload["message"])
                 bar.advance(n_failed)
-    return store.status()

@@ -2,6 +2,7 @@
 
 Layout of a sweep directory ``DIR``::
 
+    DIR/.lock                  held (flock) by the running `sweep run`, if any
     DIR/sweep.toml             copy of the sweep file
     DIR/manifest.json          sweep identity and every task: key, grid point, parameters
     DIR/results/KEY.nc         result of a finished task (xarray.Dataset, netCDF)
@@ -17,11 +18,12 @@ deleted when the sweep is run again. A task is finished exactly when ``KEY.nc`` 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,7 @@ MANIFEST_FILE = "manifest.json"
 RESULTS_DIR = "results"
 FORMAT_VERSION = 1
 TMP_MARK = ".tmp-"
+LOCK_FILE = ".lock"
 
 
 def _tmp_path(path: Path) -> Path:
@@ -233,7 +236,9 @@ class SweepStore:
                 return old
             # Same spec, but the task keys changed (e.g. a new loradyn added a config field):
             # rewrite the manifest; results under old keys are ignored.
-        elif root.exists() and (not root.is_dir() or any(root.iterdir())):
+        elif root.exists() and (
+            not root.is_dir() or any(p.name != LOCK_FILE for p in root.iterdir())
+        ):
             raise LoradynError(
                 f"{str(root)!r} exists and is not a sweep directory: choose a new or empty --out"
             )
@@ -277,6 +282,32 @@ class SweepStore:
             return json.loads(self.error_path(key).read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
             return {"type": "unknown", "message": f"unreadable error record: {exc}"}
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold an exclusive lock on the directory (``DIR/.lock``) for one runner at a time.
+
+        The lock is an ``fcntl.flock`` on an open file: the system releases it when the
+        process ends, ``kill -9`` included. Raises ``LoradynError`` if another process
+        holds it. On platforms without ``fcntl`` it does nothing.
+        """
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            yield
+            return
+        with open(self.root / LOCK_FILE, "a+b") as fh:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                raise LoradynError(
+                    f"another `loradyn sweep run` is using {str(self.root)!r}: wait for it to "
+                    "finish (one runner per sweep directory)"
+                ) from None
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
     def clean_temporaries(self) -> int:
         """Delete temporary files left by an interrupted run; return how many."""
