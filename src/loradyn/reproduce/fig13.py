@@ -22,8 +22,8 @@ RADIUS = 0.25
 def settings(scale: str) -> dict:
     return C.pick(
         scale,
-        test=dict(K=3, d=4000, batch=400, lr=0.05, seeds=3, ranks=(1, 2),
-                  mus={"linear": (0.3, 0.6), "he2-norm": (0.4, 0.7)}),
+        test=dict(K=3, d=4000, batch=400, lr=0.05, seeds=4, ranks=(1, 2),
+                  mus={"linear": (0.45, 0.7), "he2-norm": (0.4, 0.7)}),
         quick=dict(K=3, d=10000, batch=1000, lr=0.05, seeds=5, ranks=(1, 2, 4),
                    mus={"linear": (0.2, 0.45, 0.7), "he2-norm": (0.3, 0.55, 0.8)}),
         paper=dict(K=3, d=40000, batch=4000, lr=0.05, seeds=20, ranks=(1, 2, 4, 8),

@@ -22,7 +22,7 @@ ACT = "he2-norm"
 def settings(scale: str) -> dict:
     return C.pick(
         scale,
-        test=dict(K=3, d=1000, batch=500, lr=0.1, steps=250, seeds=2,
+        test=dict(K=3, d=500, batch=250, lr=0.1, steps=400, seeds=2,
                   mus=((0.5, 0.5, 0.5), (0.8, 0.8, 0.8))),
         quick=dict(K=4, d=1000, batch=500, lr=0.1, steps=600, seeds=2,
                    mus=((0.5,) * 4, (0.8,) * 4)),
