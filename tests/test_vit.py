@@ -211,3 +211,23 @@ def test_import_loradyn_vit_is_light():
     code = "import sys, loradyn, loradyn.vit, loradyn.cli; print('torch' in sys.modules)"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert r.stdout.strip() == "False"
+
+
+def test_reproduce_items_at_test_scale(tmp_path):
+    from loradyn.reproduce import fig12, table1
+    from loradyn.reproduce.registry import FigureContext
+
+    seen = []
+    ctx = FigureContext(out=tmp_path, scale="test", progress=lambda f, m="": seen.append(f))
+    fo = fig12.make(ctx)
+    assert fo.files[0].exists() and fo.files[0].suffix == ".png"
+    to = table1.make(ctx)  # reuses the run made by fig12
+    assert to.kind == "table" and to.html.startswith("<table")
+    (claim,) = to.claims
+    assert claim.id == "J1" and claim.verdict in ("holds", "fails")
+    rows = _read_csv(to.data[0])
+    src = {int(r["checkpoint"]): float(r["source_acc_mean"]) for r in rows}
+    ft = {int(r["checkpoint"]): float(r["ft_acc_at_2_mean"]) for r in rows}
+    expect = max(src, key=src.get) == max(src) and max(ft, key=ft.get) != max(ft)
+    assert (claim.verdict == "holds") == expect
+    assert seen and max(seen) == 1.0

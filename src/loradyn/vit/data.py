@@ -77,6 +77,30 @@ def _missing(name: str, root: Path, what: str) -> LoradynError:
     )
 
 
+def dataset_files(name: str, data_dir: str | Path | None = None) -> list[Path]:
+    """The files :func:`load_raw` reads for ``name`` (empty for the bundled digits)."""
+    root = Path(data_dir) if data_dir is not None else default_data_dir()
+    if name == "digits":
+        return []
+    if name == "emnist-letters":
+        return [root / "EMNIST" / "raw" / f"emnist-letters-{s}-{k}"
+                for s in ("train", "test") for k in ("images-idx3-ubyte", "labels-idx1-ubyte")]
+    if name == "fashionmnist":
+        return [root / "FashionMNIST" / "raw" / f"{s}-{k}"
+                for s in ("train", "t10k") for k in ("images-idx3-ubyte", "labels-idx1-ubyte")]
+    if name == "cifar10":
+        names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
+        return [root / "cifar-10-batches-py" / n for n in names]
+    if name == "svhn":
+        return [root / "train_32x32.mat", root / "test_32x32.mat"]
+    raise LoradynError(f"unknown dataset {name!r}")
+
+
+def dataset_available(name: str, data_dir: str | Path | None = None) -> bool:
+    """Whether every file of ``name`` is present under ``data_dir`` (no download)."""
+    return all(p.exists() for p in dataset_files(name, data_dir))
+
+
 def load_raw(
     name: str, train: bool, data_dir: str | Path | None = None, download: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -24,13 +24,14 @@ from .config import DataSpec, ExperimentConfig, FinetuneSpec, LoraSpec, Pretrain
 
 SCALES = ("smoke", "quick", "paper")
 
-# The digits shift: 8x8 images rotated by 90 degrees, plus pixel noise of std 0.25.
-DIGITS_ROTATION = 90.0
-DIGITS_NOISE = 0.25
+# The digits shift: 8x8 images rotated by 45 degrees, plus pixel noise of std 0.2.
+DIGITS_ROTATION = 45.0
+DIGITS_NOISE = 0.2
 
 
 def _digits(scale: str) -> ExperimentConfig:
-    vit = ViTSpec(img_size=8, patch_size=2, in_chans=1, embed_dim=64, depth=4, num_heads=4,
+    # patch 4 on 8x8 images: 4 tokens + the class token; fast on a CPU and ~97% on digits.
+    vit = ViTSpec(img_size=8, patch_size=4, in_chans=1, embed_dim=64, depth=2, num_heads=4,
                   mlp_ratio=2.0)
     cfg = ExperimentConfig(
         name="digits-shifted",
@@ -39,27 +40,31 @@ def _digits(scale: str) -> ExperimentConfig:
         target=DataSpec("digits", rotation=DIGITS_ROTATION, noise_std=DIGITS_NOISE,
                         shift_seed=1234),
         vit=vit,
-        pretrain=PretrainSpec(epochs=60, batch_size=64, lr=1e-3, weight_decay=0.05,
-                              warmup_epochs=3, checkpoints=(5, 15, 60)),
-        finetune=FinetuneSpec(epochs=40, batch_size=20, lr=3e-3, weight_decay=0.01,
-                              per_class=10, budget_seed=0,
+        pretrain=PretrainSpec(epochs=30, batch_size=64, lr=3e-3, weight_decay=0.05,
+                              warmup_epochs=2, checkpoints=(1, 3, 30)),
+        finetune=FinetuneSpec(epochs=30, batch_size=50, lr=1e-2, weight_decay=0.01,
+                              per_class=20, budget_seed=0,
                               lora=LoraSpec(rank=4, alpha=8.0, dropout=0.0)),
         seeds=(0, 1, 2),
-        report_epochs=(10, 40),
-        matched_pretraining=True,
+        report_epochs=(10, 30),
+        matched_pretraining=False,
         scale=scale,
     )
     if scale == "paper":
         return replace(
             cfg,
-            pretrain=replace(cfg.pretrain, epochs=150, checkpoints=(5, 15, 50, 150)),
-            finetune=replace(cfg.finetune, epochs=100),
+            pretrain=replace(cfg.pretrain, epochs=60, checkpoints=(1, 3, 10, 60)),
+            finetune=replace(cfg.finetune, epochs=60),
             seeds=(0, 1, 2, 3, 4),
-            report_epochs=(20, 100),
+            report_epochs=(10, 60),
+            matched_pretraining=True,
         )
     if scale == "smoke":
-        return _smoke(cfg, ViTSpec(img_size=8, patch_size=4, in_chans=1, embed_dim=16,
-                                   depth=1, num_heads=2, mlp_ratio=2.0), per_class=5)
+        return replace(
+            _smoke(cfg, ViTSpec(img_size=8, patch_size=4, in_chans=1, embed_dim=16, depth=1,
+                                num_heads=2, mlp_ratio=2.0), per_class=5),
+            matched_pretraining=True,
+        )
     return cfg
 
 
