@@ -249,9 +249,11 @@ def spec_from_dict(data: Mapping[str, Any], source: str | None = None) -> SweepS
                     f"{where}: each grid value must be a number, string or boolean, got {v!r}"
                 )
             coerced.append(_check(kind, where, key, v))
-        for i, v in enumerate(coerced):
-            if v in coerced[:i]:
+        seen: set[Any] = set()
+        for v in coerced:
+            if v in seen:
                 raise LoradynError(f"{where}: value {v!r} appears twice; list each value once")
+            seen.add(v)
         grid[key] = coerced
 
     raw_fixed = _check_table(data, "fixed")
