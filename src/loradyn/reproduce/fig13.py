@@ -17,6 +17,8 @@ from .registry import FigureContext, FigureOutput, register
 
 ACTS = ("linear", "he2-norm")
 RADIUS = 0.25
+ESTIMATE = {"test": 8.0, "quick": 20.0, "paper": 900.0}
+DENSE_MAX_D = 2000  # the dense engine costs O(B d) per step: cap d (and B = d / 10) there
 
 
 def settings(scale: str) -> dict:
@@ -61,6 +63,8 @@ def make(ctx: FigureContext) -> FigureOutput:
 
     s = settings(ctx.scale)
     engine = ctx.engine if ctx.engine in ("reduced", "dense") else "reduced"
+    if engine == "dense" and s["d"] > DENSE_MAX_D:
+        s = dict(s, d=DENSE_MAX_D, batch=DENSE_MAX_D // 10)
     K, ranks = s["K"], list(s["ranks"])
     fig, axs = plt.subplots(1, 2, figsize=(10, 3.8))
     data, rows, spreads, sim_spreads, rel_err = [], [], {}, {}, {}

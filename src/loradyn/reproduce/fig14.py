@@ -17,6 +17,8 @@ from . import _common as C
 from .registry import FigureContext, FigureOutput, register
 
 ACT = "he2-norm"
+ESTIMATE = {"test": 8.0, "quick": 20.0, "paper": 950.0}
+DENSE_MAX_D = 2000  # the dense engine costs O(B d) per step: cap d (and B = d / 2) there
 
 
 def settings(scale: str) -> dict:
@@ -43,6 +45,8 @@ def make(ctx: FigureContext) -> FigureOutput:
 
     s = settings(ctx.scale)
     engine = ctx.engine if ctx.engine in ("reduced", "dense") else "reduced"
+    if engine == "dense" and s["d"] > DENSE_MAX_D:
+        s = dict(s, d=DENSE_MAX_D, batch=DENSE_MAX_D // 2)
     K = s["K"]
     ranks = list(range(1, K + 1))
     n = len(s["mus"])
