@@ -25,7 +25,7 @@ def _fmt(v: object) -> str:
     if v is None:
         return "-"
     if isinstance(v, float):
-        return f"{v:.4g}"
+        return f"{v:.3g}"
     return str(v)
 
 
@@ -110,12 +110,12 @@ def simulate_cmd(
     cols = [
         ("mu", "mu"),
         ("escaped", "escaped"),
-        ("escape_median", "escape step (median)"),
-        ("exit_step_theory", "theory exit step"),
+        ("escape_median", "escape"),
+        ("exit_step_theory", "theory"),
         ("tau_theory", "tau"),
-        ("final_abs_m", "final |m|"),
-        ("final_mse", "final test MSE"),
-        ("diverged", "diverged"),
+        ("final_abs_m", "|m| end"),
+        ("final_mse", "MSE end"),
+        ("diverged", "div."),
     ]
     table = Table(
         title=f"engine={cfg.engine} teacher={cfg.teacher} student={cfg.student} "
@@ -128,6 +128,9 @@ def simulate_cmd(
         cells[1] = f"{r['escaped']}/{r['seeds']}"
         table.add_row(*cells)
     Console().print(table)
+    Console().print("escape: median step (escaped seeds); theory: tau log(R sqrt d) / lr")
+    if cfg.pretraining == "misaligned":
+        Console().print(f"theory: {ds.attrs['tau_note']}")
     tail = f"; wrote {out}" if out else ""
     Console().print(f"wall time {ds.attrs['wall_time_s']:.2f} s{tail}")
 
