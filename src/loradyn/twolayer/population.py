@@ -268,8 +268,9 @@ def quadrature_loss(
     if phi.kinks:
         from ..gaussian import expect_1d
 
-        m1 = float(expect_1d(phi.f, np.asarray(phi.kinks)[None, :], nodes))
-        m2 = float(expect_1d(lambda z: phi.f(z) ** 2, np.asarray(phi.kinks)[None, :], nodes))
+        kb = np.asarray(phi.kinks, dtype=float)[None, :]
+        m1 = float(np.ravel(expect_1d(phi.f, kb, nodes))[0])
+        m2 = float(np.ravel(expect_1d(lambda z: phi.f(z) ** 2, kb, nodes))[0])
     else:
         m1 = float(np.sum(w * phi.f(x)))
         m2 = float(np.sum(w * phi.f(x) ** 2))
