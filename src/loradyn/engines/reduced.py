@@ -140,6 +140,13 @@ def sphere_step(
     return m_new, p_new
 
 
+def _chi2(rng: np.random.Generator, df: int, size: int) -> Array:
+    """``size`` draws of chi2(df); chi2(0) is identically 0 (``d = k``: no orthogonal part)."""
+    if df <= 0:
+        return np.zeros(size)
+    return rng.chisquare(df, size=size)
+
+
 def _radius(m: Array, p: Array | None) -> Array:
     q = 1.0 - m * m if p is None else 1.0 - m * m - p * p
     return np.sqrt(np.maximum(q, 0.0))
@@ -234,7 +241,7 @@ def _run_group_samples(config, rngs, mu, K, progress, where):
             if j == 0:
                 for t, g in enumerate(rngs):
                     g.standard_normal(out=buf[t])
-                    chi[t] = g.chisquare(d - k, size=K)
+                    chi[t] = _chi2(g, d - k, K)
             st2 = sched.update(s, m)
             Z = buf[:, j]
             x1 = Z[:, 0]
@@ -280,7 +287,7 @@ def _bartlett(rng: np.random.Generator, K: int, k: int, B: int, d: int) -> tuple
     il = np.tril_indices(k, -1)
     L[:, il[0], il[1]] = rng.standard_normal((K, il[0].size))
     W = L @ np.swapaxes(L, -1, -2)
-    return W, rng.chisquare(d - k, size=K)
+    return W, _chi2(rng, d - k, K)
 
 
 def _run_group_gram(config, rngs, mu, K, progress, where):
