@@ -55,7 +55,8 @@ def make(ctx: FigureContext) -> FigureOutput:
     mus = DYN_MUS if ctx.scale != "test" else (0.1, 0.5, 0.9)
     ctx.progress(0.02, "linear dynamics")
     dyn = C.simulate(ctx, (0.02, 0.3), teacher="linear", mu=mus, d=s["d"], lr=s["lr"],
-                     batch=s["batch"], steps=s["steps"], seeds=s["seeds"])
+                     batch=s["batch"], steps=s["steps"], seeds=s["seeds"],
+                     record_every=max(1, s["steps"] // 600))
     n = C.pick(ctx.scale, test=200, quick=400, paper=1000)
     grid = np.linspace(0.0, 0.995, n)
     curves = {a: tau(a, grid) for a in ACTS}
