@@ -143,6 +143,11 @@ def test_cli_run_steps_and_errors(tmp_path, capsys):
     assert cli("vit", "finetune", *base, "--seeds", "0,1") == 0
     assert cli("vit", "table", "--out", str(out2), "--no-figure") == 0
     assert (out2 / "table.csv").read_text() == (out / "table.csv").read_text()
+    # a JSON config (here: the stored one) runs the same experiment
+    out3 = tmp_path / "json"
+    assert cli("vit", "run", "--config", str(out / "config.json"), "--out", str(out3),
+               "--device", "cpu") == 0
+    assert (out3 / "table.csv").read_text() == (out / "table.csv").read_text()
     capsys.readouterr()
     # user errors: one line, exit code 2
     assert cli("vit", "table", "--out", str(tmp_path / "nothing")) == 2

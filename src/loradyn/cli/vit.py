@@ -85,11 +85,25 @@ def _bar(label: str, threads: int) -> Iterator:
                   TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
                   TextColumn("{task.fields[msg]}"), transient=False) as prog:
         task = prog.add_task(label, total=1.0, msg="")
+        # show the library's INFO lines (e.g. the trainable-parameter check) above the bar
+        import logging
+
+        from rich.logging import RichHandler
+
+        logger = logging.getLogger("loradyn.vit")
+        handler = RichHandler(console=prog.console, show_time=False, show_path=False)
+        logger.addHandler(handler)
+        old_level = logger.level
+        logger.setLevel(logging.INFO)
 
         def update(fraction: float, message: str = "") -> None:
             prog.update(task, completed=fraction, msg=message)
 
-        yield update
+        try:
+            yield update
+        finally:
+            logger.removeHandler(handler)
+            logger.setLevel(old_level)
 
 
 @vit_app.command("run")

@@ -97,7 +97,8 @@ def check_trainable(model) -> dict[str, int]:
     assert lora > 0, "no LoRA parameter is trainable"
     counts = {"lora": lora, "head": head, "frozen": frozen, "total": lora + head + frozen}
     log.info(
-        "trainable: %d LoRA + %d head parameters; %d backbone parameters frozen",
+        "trainable-parameter check passed: %d LoRA + %d head parameters train, %d backbone "
+        "parameters frozen",
         lora, head, frozen,
     )
     return counts

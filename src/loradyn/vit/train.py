@@ -117,7 +117,7 @@ def _train_epoch(model, opt, x, y, batch_size: int, gen: torch.Generator,
     model.train()
     n = len(y)
     perm = torch.randperm(n, generator=gen).to(x.device)
-    total = 0.0
+    total = torch.zeros((), device=device)
     for i in range(0, n, batch_size):
         idx = perm[i:i + batch_size]
         xb = x[idx].to(device, non_blocking=True)
@@ -130,8 +130,8 @@ def _train_epoch(model, opt, x, y, batch_size: int, gen: torch.Generator,
         opt.step()
         if sched is not None:
             sched.step()
-        total += loss.item() * len(idx)
-    return total / n
+        total += loss.detach() * len(idx)  # no per-step host sync
+    return float(total) / n
 
 
 def _cosine(step: int, total: int, warmup: int, min_ratio: float) -> float:
