@@ -297,3 +297,28 @@ def test_torch_backend_cuda_agrees_in_law():
     p = ks_2samp(_escapes(dt, cfg.steps), _escapes(dr, cfg.steps)).pvalue
     print(f"KS torch-cuda dense vs reduced: p = {p:.3f}")
     assert p > ALPHA
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(update="renormalized"),
+        dict(update="renormalized", pretraining="misaligned", mu=0.3),
+        dict(teacher="relu", mu=0.3),
+        dict(teacher="he3", student="erf", mu=0.6, lr=0.02, label="square"),
+        dict(loss="correlation", teacher="tanh"),
+    ],
+    ids=["renormalized", "misaligned-renormalized", "relu", "he3-erf-square", "corr-tanh"],
+)
+def test_variants_dense_vs_reduced_small_d(kw):
+    """Small d: u, m at the last step and escape steps agree in law (Bonferroni over 3)."""
+    base = dict(d=60, batch=12, lr=0.1, steps=150, seeds=150, mu=0.5, teacher="erf",
+                record_every=150)
+    cfg = RunConfig(**{**base, **kw})
+    a, b = simulate(cfg), simulate(cfg, engine="dense")
+    pvals = [
+        ks_2samp(a["m"].values[..., -1].ravel(), b["m"].values[..., -1].ravel()).pvalue,
+        ks_2samp(a["u"].values[..., -1].ravel(), b["u"].values[..., -1].ravel()).pvalue,
+        ks_2samp(_escapes(a, cfg.steps), _escapes(b, cfg.steps)).pvalue,
+    ]
+    assert min(pvals) > ALPHA / 3, pvals
