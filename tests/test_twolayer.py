@@ -274,3 +274,18 @@ def test_generic_activation_runs_with_quadrature_loss():
         st = State(ds.A.values[0, -1], ds.M.values[0, -1], ds.C.values[0, -1])
         mc, se = monte_carlo_loss(cfg, st, 200_000, np.random.default_rng(11))
         assert abs(float(ds.loss.values[0, -1]) - mc) < 4.5 * se
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("act,update", [("linear", "spherical"), ("he2-norm", "renormalized")])
+def test_dense_and_reduced_agree_in_law_many_seeds(act, update):
+    """Paper-scale version of the KS tests: 300 seeds per engine, lr d / B = 1."""
+    cfg = TwoLayerConfig(mu=[0.4, 0.7], rank=2, activation=act, d=200, lr=0.1, batch=20,
+                         steps=150, seeds=300, record_every=50, update=update)
+    dense = run(cfg, "dense")
+    red = run(cfg.replace(seed0=10_000), "reduced")
+    assert stats.ks_2samp(dense.escape_step.values, red.escape_step.values).pvalue > 0.01
+    for step in dense.step.values[1:]:
+        # a diverged trajectory (NaN) counts as an arbitrarily large loss
+        l1, l2 = (np.nan_to_num(x.loss.sel(step=step).values, nan=1e300) for x in (dense, red))
+        assert stats.ks_2samp(l1, l2).pvalue > 0.01
