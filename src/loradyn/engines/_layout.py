@@ -15,7 +15,6 @@ import xarray as xr
 
 from .. import __version__
 from ..config import RunConfig
-from ..population import population
 
 Array = np.ndarray
 
@@ -132,23 +131,42 @@ def _mse_nodes(config: RunConfig) -> int | None:
     return max(t, s) + 2
 
 
+def _cs(u: Array, m: Array, mu: Array, p: Array | None) -> tuple[Array, Array]:
+    """``c = Cov(z*, lambda)`` and ``s = sqrt(Var(lambda) - c^2)`` (as in population)."""
+    m = np.clip(m, -1.0, 1.0)
+    c = mu + u * m
+    if p is None:
+        return c, np.abs(u) * np.sqrt(np.maximum(1.0 - m * m, 0.0))
+    nu = np.sqrt(np.maximum(1.0 - mu * mu, 0.0))
+    Q = 1.0 + u * u + 2.0 * u * (mu * m + nu * p) - (1.0 - mu * mu - nu * nu)
+    return c, np.sqrt(np.maximum(Q - c * c, 0.0))
+
+
 def exact_mse(config: RunConfig, u: Array, m: Array, mu: Array, p: Array | None) -> Array:
-    """Exact test MSE at many points by quadrature, in chunks of :data:`MSE_CHUNK`."""
+    r"""Exact test MSE :math:`E[(\sigma(\lambda) - y)^2]/2` at many points, by quadrature.
+
+    The same 2-D rule as :func:`loradyn.population.population` (``lambda = c z* + s eta``)
+    but only the squared residual is integrated, in chunks of :data:`MSE_CHUNK` points.
+    """
+    from ..gaussian import rule_2d
+
     prob = config.problem(config.final_label)
-    nodes = _mse_nodes(config)
+    nodes = _mse_nodes(config) or prob.nodes
     shape = np.broadcast_shapes(u.shape, m.shape, mu.shape)
     uf = np.broadcast_to(u, shape).ravel()
     mf = np.broadcast_to(m, shape).ravel()
     muf = np.broadcast_to(mu, shape).ravel()
     pf = None if p is None else np.broadcast_to(p, shape).ravel()
     out = np.empty(uf.size)
+    st, tg = prob.student, prob.target
     with np.errstate(over="ignore", invalid="ignore"):
         for a in range(0, uf.size, MSE_CHUNK):
             sl = slice(a, a + MSE_CHUNK)
-            pop = population(
-                prob, uf[sl], mf[sl], muf[sl], p=None if pf is None else pf[sl], nodes=nodes
-            )
-            out[sl] = pop.mse
+            c, s = _cs(uf[sl], mf[sl], muf[sl], None if pf is None else pf[sl])
+            rule = rule_2d(c, s, tg.kinks, st.kinks, nodes)
+            lam = c[:, None, None] * rule.zs + s[:, None, None] * rule.eta
+            r = st.f(lam) - tg.y(rule.zs)
+            out[sl] = 0.5 * np.sum(rule.w * r * r, axis=(-2, -1))
     out = np.where(np.isnan(out), np.inf, out)
     return out.reshape(shape)
 
