@@ -204,7 +204,7 @@ def _ode_batch(cfg: TwoLayerConfig, seeds: list[int], stop_on_escape: bool) -> d
         )
     sts = [initial_state(cfg, _rng(cfg, s)) for s in seeds]
     st = State(*(np.stack([getattr(x, k) for x in sts]) for k in ("A", "M", "C")))
-    sub = max(1, math.ceil(cfg.lr / 0.05))
+    sub = max(1, math.ceil(cfg.lr / 0.1 - 1e-9))
     h = cfg.lr / sub
 
     def f(y: tuple[Array, Array, Array]) -> tuple[Array, Array, Array]:
