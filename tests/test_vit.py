@@ -185,12 +185,17 @@ def test_head_reinit_rules_and_frozen_backbone(tmp_path):
     assert T.head_reinitialized(other)
     assert T.head_reinitialized(replace(cfg, finetune=replace(cfg.finetune,
                                                               reinit_head="always")))
-    T.pretrain(cfg, tmp_path, 0, device="cpu")
-    ds = T.finetune(replace(cfg, finetune=replace(cfg.finetune, reinit_head="always")),
-                    tmp_path, 1, 0, device="cpu")
+    always = replace(cfg, finetune=replace(cfg.finetune, reinit_head="always"))
+    T.pretrain(cfg, tmp_path / "auto", 0, device="cpu")
+    with pytest.raises(LoradynError, match="another configuration"):
+        T.finetune(always, tmp_path / "auto", 1, 0, device="cpu")
+    T.pretrain(always, tmp_path / "always", 0, device="cpu")
+    ds = T.finetune(always, tmp_path / "always", 1, 0, device="cpu")
     assert ds.attrs["head_reinit"] == 1
+    ck = torch.load(T.checkpoint_path(tmp_path / "always", 0, 1), weights_only=True)
+    assert ds.attrs["source_acc"] == ck["source_acc"]
     with pytest.raises(LoradynError, match="not one of the pre-training checkpoints"):
-        T.finetune(cfg, tmp_path, 7, 0, device="cpu")
+        T.finetune(cfg, tmp_path / "auto", 7, 0, device="cpu")
 
 
 def test_presets_and_config_roundtrip():

@@ -180,6 +180,18 @@ def load_run_config(out: str | Path) -> ExperimentConfig:
     return ExperimentConfig.from_dict(json.loads(p.read_text()))
 
 
+def check_run_dir(cfg: ExperimentConfig, out: str | Path) -> None:
+    """Raise a user error if ``out`` holds a run of another configuration."""
+    p = Path(out) / "config.json"
+    if p.exists():
+        old = ExperimentConfig.from_dict(json.loads(p.read_text()))
+        if old.work_key() != cfg.work_key():
+            raise LoradynError(
+                f"{out} holds a run of another configuration ({old.name}, scale {old.scale}); "
+                "use another --out directory"
+            )
+
+
 def prepare_run_dir(cfg: ExperimentConfig, out: str | Path) -> ExperimentConfig:
     """Create ``out`` and store ``cfg``; refuse a directory holding another experiment.
 
@@ -352,6 +364,7 @@ def finetune(
             f"checkpoint {checkpoint} is not one of the pre-training checkpoints "
             f"{list(cfg.pretrain.checkpoints)}"
         )
+    check_run_dir(cfg, out)
     pseed = cfg.pretrain_seed_for(seed)
     path = finetune_path(out, pseed, checkpoint, seed)
     counter = _counter or _Counter(ft.epochs, progress)
@@ -451,8 +464,7 @@ def finetune_all(
     """Fine-tune every (checkpoint, seed) pair (default: all of ``cfg``); skip finished ones."""
     cks = tuple(cfg.pretrain.checkpoints if checkpoints is None else checkpoints)
     sds = tuple(cfg.seeds if seeds is None else seeds)
-    if seeds is not None:
-        prepare_run_dir(cfg.with_seeds(sds), out)
+    prepare_run_dir(cfg.with_seeds(sds), out)
     counter = _counter or _Counter(cfg.finetune.epochs * len(cks) * len(sds), progress)
     todo = [(c, s) for s in sds for c in cks
             if not finetune_path(Path(out), cfg.pretrain_seed_for(s), c, s).exists()]
