@@ -254,3 +254,12 @@ def median_escape(ds: xr.Dataset) -> np.ndarray:
     es = np.asarray(ds["escape_step"].values, dtype=float)
     es[es < 0] = np.inf
     return np.median(es, axis=1)
+
+
+def color(k: int, n: int) -> str:
+    """The ``k``-th of ``n`` line colours: the fixed palette, or viridis for many lines."""
+    if n <= len(COLORS):
+        return COLORS[k]
+    import matplotlib.colors as mcolors
+
+    return mcolors.to_hex(plt.get_cmap("viridis")(k / max(n - 1, 1) * 0.92))

@@ -46,9 +46,9 @@ def make(ctx: FigureContext) -> FigureOutput:
             ds = runs[a, pre]
             for i, mu in enumerate(ds["mu"].values):
                 lab = rf"$\mu$={mu:g} {pre}"
-                C.plot_median(axs[0, j], ds, "mse", mu, C.COLORS[i], lab, logy=True, ls=ls,
-                              band=False)
-                C.plot_median(axs[1, j], ds, "m", mu, C.COLORS[i], None, absolute=True, ls=ls,
+                col = C.color(i, ds["mu"].size)
+                C.plot_median(axs[0, j], ds, "mse", mu, col, lab, logy=True, ls=ls, band=False)
+                C.plot_median(axs[1, j], ds, "m", mu, col, None, absolute=True, ls=ls,
                               band=False)
         axs[0, j].set(title=f"{a}: test MSE", ylabel="test MSE", ylim=(1e-17, 10))
         axs[1, j].set(title=f"{a}: overlap", xlabel="SGD step", ylabel="|m|", ylim=(0, 1.05))

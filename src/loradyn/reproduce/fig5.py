@@ -41,8 +41,9 @@ def make(ctx: FigureContext) -> FigureOutput:
     for j, a in enumerate(ACTS):
         ds = runs[a]
         for k, mu in enumerate(ds["mu"].values):
-            C.plot_median(axs[0, j], ds, "mse", mu, C.COLORS[k], rf"$\mu$={mu:g}", logy=True)
-            C.plot_median(axs[1, j], ds, "m", mu, C.COLORS[k], absolute=True)
+            col = C.color(k, ds["mu"].size)
+            C.plot_median(axs[0, j], ds, "mse", mu, col, rf"$\mu$={mu:g}", logy=True)
+            C.plot_median(axs[1, j], ds, "m", mu, col, absolute=True)
         axs[0, j].set(title=f"{a}", ylabel="test MSE" if j == 0 else None)
         axs[1, j].set(xlabel="SGD step", ylabel="|m|" if j == 0 else None, ylim=(0, 1.05))
     axs[0, 0].legend(fontsize=7)

@@ -36,7 +36,7 @@ def make(ctx: FigureContext) -> FigureOutput:
                     lr=s["lr"] / scale, batch=s["batch"], steps=s["steps"], seeds=s["seeds"])
     fig, axs = plt.subplots(1, 3, figsize=(13, 3.8))
     for i, mu in enumerate(ds["mu"].values):
-        col = C.COLORS[i]
+        col = C.color(i, ds["mu"].size)
         C.plot_median(axs[0], ds, "mse", mu, col, rf"$\mu$={mu:g}", logy=True)
         C.plot_median(axs[1], ds, "m", mu, col, absolute=True)
         C.plot_median(axs[2], ds, "u", mu, col)

@@ -37,7 +37,7 @@ def make(ctx: FigureContext) -> FigureOutput:
                     batch=s["batch"], steps=s["steps"], seeds=s["seeds"])
     fig, axs = plt.subplots(1, 3, figsize=(13, 3.8))
     for i, mu in enumerate(ds["mu"].values):
-        col = C.COLORS[i % len(C.COLORS)]
+        col = C.color(i, ds["mu"].size)
         C.plot_median(axs[0], ds, "m", mu, col, rf"$\mu$={mu:g}", absolute=True)
         C.plot_median(axs[1], ds, "u", mu, col, band=True)
         C.plot_median(axs[2], ds, "mse", mu, col, logy=True)
