@@ -14,7 +14,7 @@ from ..population import make_problem, population
 from . import _common as C
 from .registry import FigureContext, FigureOutput, register
 
-ESTIMATE = {"quick": 30.0, "paper": 760.0}
+ESTIMATE = {"quick": 30.0, "paper": 250.0}
 ACTS = ("linear", "erf", "relu", "sigmoid")
 DYN_MUS = (0.1, 0.3, 0.5, 0.7, 0.9)
 

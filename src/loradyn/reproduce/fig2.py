@@ -18,7 +18,7 @@ from ..linearization import singularities, tau
 from . import _common as C
 from .registry import FigureContext, FigureOutput, register
 
-ESTIMATE = {"quick": 11.0, "paper": 50.0}
+ESTIMATE = {"quick": 11.0, "paper": 55.0}
 ODD = (3, 5, 7, 9)
 EVEN = (2, 4, 6, 8, 10, 12)
 BASIC = ("linear", "relu", "erf", "sigmoid")

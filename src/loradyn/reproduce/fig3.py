@@ -11,7 +11,7 @@ import numpy as np
 from . import _common as C
 from .registry import FigureContext, FigureOutput, register
 
-ESTIMATE = {"quick": 20.0, "paper": 400.0}
+ESTIMATE = {"quick": 20.0, "paper": 200.0}
 ACTS = ("linear", "erf")
 
 

@@ -13,7 +13,7 @@ from ..linearization import singularities, tau
 from . import _common as C
 from .registry import FigureContext, FigureOutput, register
 
-ESTIMATE = {"quick": 13.0, "paper": 60.0}
+ESTIMATE = {"quick": 13.0, "paper": 30.0}
 MU = 0.3
 SWITCH_M = 0.25
 

@@ -11,7 +11,7 @@ import numpy as np
 from . import _common as C
 from .registry import FigureContext, FigureOutput, register
 
-ESTIMATE = {"quick": 40.0, "paper": 450.0}
+ESTIMATE = {"quick": 40.0, "paper": 180.0}
 ACTS = ("linear", "erf", "relu", "sigmoid")
 
 

@@ -11,7 +11,7 @@ import numpy as np
 from . import _common as C
 from .registry import FigureContext, FigureOutput, register
 
-ESTIMATE = {"quick": 11.0, "paper": 90.0}
+ESTIMATE = {"quick": 11.0, "paper": 30.0}
 K = 4
 
 

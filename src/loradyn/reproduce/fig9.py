@@ -12,7 +12,7 @@ from ..linearization import singularities, tau
 from . import _common as C
 from .registry import FigureContext, FigureOutput, register
 
-ESTIMATE = {"quick": 12.0, "paper": 100.0}
+ESTIMATE = {"quick": 12.0, "paper": 25.0}
 
 
 def settings(scale: str) -> dict:
