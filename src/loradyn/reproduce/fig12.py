@@ -12,7 +12,7 @@ from __future__ import annotations
 from ._vit import run_preset
 from .registry import FigureContext, FigureOutput, register
 
-ESTIMATE = {"test": 15.0, "quick": 90.0, "paper": 450.0}
+ESTIMATE = {"test": 15.0, "quick": 90.0, "paper": 720.0}
 
 
 @register("fig12", "ViT LoRA transfer, digits -> shifted digits (App. J, Fig. 12 analog)",
