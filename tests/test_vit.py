@@ -241,3 +241,29 @@ def test_reproduce_items_at_test_scale(tmp_path):
     expect = max(src, key=src.get) == max(src) and max(ft, key=ft.get) != max(ft)
     assert (claim.verdict == "holds") == expect
     assert seen and max(seen) == 1.0
+
+
+def test_sweep_kind_runs_the_finetune_grid(tmp_path, monkeypatch):
+    from loradyn.sweep import collect, run_sweep
+
+    monkeypatch.setenv("LORADYN_SWEEP_PLUGINS", "loradyn.vit.sweep")
+    run_dir = tmp_path / "vit"
+    spec = {
+        "sweep": {"name": "vit-grid", "kind": "vit"},
+        "grid": {"checkpoint": [1, 2], "seed": [0, 1]},
+        "fixed": {"preset": "digits-shifted", "scale": "smoke", "run_dir": str(run_dir),
+                  "device": "cpu"},
+    }
+    st = run_sweep(spec, tmp_path / "sweep", workers=1)
+    assert not st.failed, st.failed
+    ds = collect(tmp_path / "sweep")
+    assert ds["test_acc"].sizes == {"checkpoint": 2, "seed": 2, "epoch": 3}
+    # the same run directory gives the Table-1 CSV, with the sweep's numbers
+    from loradyn.vit.table import write_table
+
+    _, rows = write_table(run_dir, seeds=(0, 1))
+    got = float(ds["test_acc"].sel(checkpoint=2, epoch=2).mean()) * 100
+    assert rows[1]["ft_acc_at_2_mean"] == pytest.approx(got)
+    bad = dict(spec, fixed=dict(spec["fixed"], preset="nope"))
+    with pytest.raises(LoradynError, match="unknown preset"):
+        run_sweep(bad, tmp_path / "sweep2", workers=1)
