@@ -13,15 +13,10 @@ import click
 import typer
 
 from ..errors import LoradynError
-from ._app import app
 
 # Command modules register themselves on ``app`` when imported.
-from . import theory  # noqa: E402,F401
-from . import simulate  # noqa: E402,F401
-from . import sweep  # noqa: E402,F401
-from . import reproduce  # noqa: E402,F401
-from . import twolayer  # noqa: E402,F401
-from . import vit  # noqa: E402,F401
+from . import reproduce, simulate, sweep, theory, twolayer, vit  # noqa: F401
+from ._app import app
 
 __all__ = ["app", "main"]
 

@@ -79,14 +79,15 @@ class FigureSpec:
 
 
 _FIGURES: dict[str, FigureSpec] = {}
+MakeFn = Callable[[FigureContext], FigureOutput]
 
 
 def register(
     id: str, title: str, *, requires: tuple[str, ...] = (), order: float | None = None
-) -> Callable[[Callable[[FigureContext], FigureOutput]], Callable[[FigureContext], FigureOutput]]:
+) -> Callable[[MakeFn], MakeFn]:
     """Decorator registering ``make(ctx) -> FigureOutput`` under ``id``."""
 
-    def deco(fn: Callable[[FigureContext], FigureOutput]) -> Callable[[FigureContext], FigureOutput]:
+    def deco(fn: MakeFn) -> MakeFn:
         o = order if order is not None else _default_order(id)
         _FIGURES[id] = FigureSpec(id, title, fn, tuple(requires), o)
         return fn
