@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +36,7 @@ from scipy.optimize import brentq
 
 from .errors import LoradynError, check_mu
 from .gaussian import rule_1d
+from .io import atomic_savefig, require_folder
 from .population import Problem, make_problem
 
 Array = np.ndarray
@@ -329,15 +329,6 @@ def parse_mu_spec(text: str) -> Array:
     return arr
 
 
-def _atomic_path(path: str | os.PathLike) -> tuple[Path, str]:
-    target = Path(path)
-    if target.parent and not target.parent.exists():
-        raise LoradynError(f"folder {str(target.parent)!r} does not exist: create it first")
-    fd, tmp = tempfile.mkstemp(dir=target.parent or ".", suffix=target.suffix or ".tmp")
-    os.close(fd)
-    return target, tmp
-
-
 def plot_tau(result: TauResult, path: str | os.PathLike, *, title: str | None = None) -> Path:
     """Write a PNG of ``tau`` against ``mu`` (log ``y`` axis), atomically; returns the path.
 
@@ -349,7 +340,7 @@ def plot_tau(result: TauResult, path: str | os.PathLike, *, title: str | None = 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    target, tmp = _atomic_path(path)
+    target = require_folder(path)
     mu = np.atleast_1d(result.mu)
     t = np.atleast_1d(result.tau).astype(float)
     fin = np.isfinite(t) & (t > 0)
@@ -364,8 +355,7 @@ def plot_tau(result: TauResult, path: str | os.PathLike, *, title: str | None = 
         ax.set_title(title or result.problem, fontsize=8)
         ax.grid(True, which="both", alpha=0.3)
         fig.tight_layout()
-        fig.savefig(tmp, format="png")
+        atomic_savefig(fig, target, format="png")
     finally:
         plt.close(fig)
-    os.replace(tmp, target)
     return target

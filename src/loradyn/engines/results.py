@@ -1,6 +1,7 @@
 """Saving, summarizing and plotting simulation results (the engines themselves never draw).
 
-- :func:`save_netcdf` / :func:`load_netcdf`: atomic netCDF round trip of a result dataset;
+- :func:`save_netcdf` / :func:`load_netcdf`: atomic netCDF round trip of a result dataset
+  (defined in :mod:`loradyn.io`, re-exported here);
 - :func:`summary_rows`: one row per ``mu`` (escape statistics, theory, final state);
 - :func:`plot_run`: :math:`|m|(t)` and the test MSE against ODE time for each ``mu``
   (mean over seeds, thin lines per seed) with the theory exit time marked.
@@ -9,59 +10,14 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
-from ..errors import LoradynError
+from ..io import atomic_savefig, load_netcdf, require_folder, save_netcdf
 
-
-def _tmp_next_to(path: str | os.PathLike) -> tuple[Path, str]:
-    target = Path(path)
-    parent = target.parent if str(target.parent) else Path(".")
-    if not parent.exists():
-        raise LoradynError(f"folder {str(parent)!r} does not exist: create it first")
-    fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    return target, tmp
-
-
-def save_netcdf(ds: xr.Dataset, path: str | os.PathLike) -> Path:
-    """Write ``ds`` to ``path`` atomically (temporary file in the same folder, then rename).
-
-    Boolean variables are stored as int8 by netCDF and restored by :func:`load_netcdf`.
-    """
-    target, tmp = _tmp_next_to(path)
-    out = ds.copy()
-    for name in list(out.data_vars):
-        if out[name].dtype == bool:
-            out[name] = out[name].astype(np.int8)
-            out[name].attrs["loradyn_bool"] = 1
-    try:
-        out.to_netcdf(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return target
-
-
-def load_netcdf(path: str | os.PathLike) -> xr.Dataset:
-    """Read a dataset written by :func:`save_netcdf` (booleans restored)."""
-    p = Path(path)
-    if not p.exists():
-        raise LoradynError(f"file {str(p)!r} does not exist: check the path")
-    with xr.open_dataset(p) as ds:
-        ds = ds.load()
-    for name in list(ds.data_vars):
-        if ds[name].attrs.get("loradyn_bool"):
-            attrs = {k: v for k, v in ds[name].attrs.items() if k != "loradyn_bool"}
-            ds[name] = ds[name].astype(bool)
-            ds[name].attrs = attrs
-    return ds
+__all__ = ["load_netcdf", "plot_run", "save_netcdf", "summary_rows"]
 
 
 def summary_rows(ds: xr.Dataset) -> list[dict]:
@@ -106,7 +62,7 @@ def plot_run(ds: xr.Dataset, path: str | os.PathLike, *, title: str | None = Non
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    target, tmp = _tmp_next_to(path)
+    target = require_folder(path)
     t = np.asarray(ds["time"].values)
     mus = np.asarray(ds["mu"].values)
     cmap = plt.get_cmap("viridis")
@@ -145,8 +101,7 @@ def plot_run(ds: xr.Dataset, path: str | os.PathLike, *, title: str | None = Non
         for ax in axes:
             ax.grid(True, alpha=0.3)
         fig.tight_layout()
-        fig.savefig(tmp, format="png")
+        atomic_savefig(fig, target, format="png")
     finally:
         plt.close(fig)
-    os.replace(tmp, target)
     return target

@@ -9,8 +9,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -21,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
 
+from ..io import atomic_savefig, atomic_write  # noqa: E402
 from .registry import Claim, FigureContext  # noqa: E402
 
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
@@ -46,22 +45,16 @@ def setup_style() -> None:
 
 def save_figure(fig: plt.Figure, ctx: FigureContext, name: str) -> list[Path]:
     """Write ``name.png`` and ``name.pdf`` under ``ctx.figures_dir`` (atomically); close it."""
-    ctx.figures_dir.mkdir(parents=True, exist_ok=True)
     out = []
     for ext in ("png", "pdf"):
         path = ctx.figures_dir / f"{name}.{ext}"
-        fd, tmp = tempfile.mkstemp(dir=ctx.figures_dir, suffix=f".{ext}")
-        os.close(fd)
-        fig.savefig(tmp, format=ext, bbox_inches="tight")
-        os.replace(tmp, path)
-        out.append(path)
+        out.append(atomic_savefig(fig, path, format=ext, bbox_inches="tight"))
     plt.close(fig)
     return out
 
 
 def save_dataset(ds: xr.Dataset, ctx: FigureContext, name: str) -> Path:
     """Write ``ds`` to ``data/name.nc`` atomically; dict attrs are JSON-serialized."""
-    ctx.data_dir.mkdir(parents=True, exist_ok=True)
     ds = ds.copy()
     for key, val in list(ds.attrs.items()):
         if isinstance(val, dict | list | tuple | bool) or val is None:
@@ -73,25 +66,20 @@ def save_dataset(ds: xr.Dataset, ctx: FigureContext, name: str) -> Path:
         if ds[var].dtype == bool:
             ds[var] = ds[var].astype("int8")
     path = ctx.data_dir / f"{name}.nc"
-    fd, tmp = tempfile.mkstemp(dir=ctx.data_dir, suffix=".nc")
-    os.close(fd)
-    ds.to_netcdf(tmp)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        ds.to_netcdf(tmp)
     return path
 
 
 def save_csv(rows: Sequence[dict], ctx: FigureContext, name: str) -> Path:
     """Write a list of dicts (same keys) to ``data/name.csv`` atomically."""
-    ctx.data_dir.mkdir(parents=True, exist_ok=True)
     path = ctx.data_dir / f"{name}.csv"
-    fd, tmp = tempfile.mkstemp(dir=ctx.data_dir, suffix=".csv")
-    with os.fdopen(fd, "w", newline="") as fh:
+    with atomic_write(path) as tmp, open(tmp, "w", newline="") as fh:
         keys = list(rows[0].keys()) if rows else []
         w = csv.DictWriter(fh, fieldnames=keys)
         w.writeheader()
         for r in rows:
             w.writerow(r)
-    os.replace(tmp, path)
     return path
 
 

@@ -9,11 +9,10 @@ the header ``id,section,statement,measured,expected,verdict``.
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..io import atomic_write
 from .registry import VERDICTS, Claim
 
 if TYPE_CHECKING:
@@ -65,16 +64,13 @@ def collect(result: ReproduceResult) -> list[Claim]:
 def write_csv(claims: list[Claim], path: str | Path) -> Path:
     """Write the claims to ``path`` (atomically) with the header ``id,section,...,verdict``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".csv")
-    with os.fdopen(fd, "w", newline="") as fh:
+    with atomic_write(path) as tmp, open(tmp, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(HEADER)
         for c in claims:
             if c.verdict not in VERDICTS:
                 raise ValueError(f"claim {c.id}: bad verdict {c.verdict!r}")
             w.writerow([c.id, c.section, c.statement, c.measured, c.expected, c.verdict])
-    os.replace(tmp, path)
     return path
 
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 import html
 import json
 import os
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..io import atomic_write_text
 from .claims import summary
 
 if TYPE_CHECKING:
@@ -155,9 +155,4 @@ def render(result: ReproduceResult) -> str:
 def write_report(result: ReproduceResult) -> Path:
     """Write ``index.html`` into ``result.out`` atomically and return its path."""
     text = render(result)
-    path = result.out / "index.html"
-    fd, tmp = tempfile.mkstemp(dir=result.out, suffix=".html")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(result.out / "index.html", text, mkdir=False)

@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import secrets
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,51 +29,20 @@ from typing import Any
 import xarray as xr
 
 from ..errors import LoradynError
+from ..io import TMP_MARK, atomic_write
+from ..io import atomic_write_text as _atomic_write_text
 from .spec import SweepSpec, Task, canonical_json
 
 SPEC_FILE = "sweep.toml"
 MANIFEST_FILE = "manifest.json"
 RESULTS_DIR = "results"
 FORMAT_VERSION = 1
-TMP_MARK = ".tmp-"
 LOCK_FILE = ".lock"
 
 
-def _tmp_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)``, fsync ``tmp``, rename it to ``path``, fsync the directory."""
-    path = Path(path)
-    tmp = _tmp_path(path)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temporary file, fsync, rename)."""
-    _atomic(Path(path), lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    """Write ``text`` to ``path`` atomically (temporary file, fsync, rename, fsync folder)."""
+    _atomic_write_text(path, text, fsync=True, mkdir=False)
 
 
 def _is_number(x: Any) -> bool:
@@ -110,7 +77,8 @@ def write_netcdf_atomic(ds: xr.Dataset, path: str | Path) -> Path:
     out.attrs = _netcdf_attrs(ds.attrs)
     for name in out.variables:
         out[name].attrs = _netcdf_attrs(ds[name].attrs)
-    _atomic(path, lambda tmp: out.to_netcdf(tmp, engine="netcdf4"))
+    with atomic_write(path, fsync=True, mkdir=False) as tmp:
+        out.to_netcdf(tmp, engine="netcdf4")
     return path
 
 

@@ -322,22 +322,14 @@ def simulate(
 
 
 def save(ds: xr.Dataset, path) -> None:
-    """Write ``ds`` to netCDF atomically (temp file, then ``os.replace``)."""
-    import os
-    import tempfile
+    """Write ``ds`` to netCDF atomically (temp file, then ``os.replace``), creating its folder."""
     from pathlib import Path
+
+    from ..io import save_netcdf
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".nc")
-    os.close(fd)
-    try:
-        ds.to_netcdf(tmp)
-        os.replace(tmp, path)
-    except Exception:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    save_netcdf(ds, path)
 
 
 def summary(ds: xr.Dataset) -> list[dict[str, float]]:

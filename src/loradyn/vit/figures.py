@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io import atomic_savefig
+
 
 def plot_run(out: str | Path, seeds: tuple[int, ...] | None = None,
              path: str | Path | None = None, allow_missing: bool = False) -> Path:
@@ -67,9 +69,6 @@ def plot_run(out: str | Path, seeds: tuple[int, ...] | None = None,
                  f"on {'+'.join(lora.target_modules)}, {cfg.finetune.per_class}/class)")
     fig.tight_layout()
     path = Path(path) if path is not None else out / "figure.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    atomic_savefig(fig, path, format="png", dpi=110)
     plt.close(fig)
-    tmp.replace(path)
     return path

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ import torch.nn.functional as F
 import xarray as xr
 
 from ..errors import LoradynError
+from ..io import atomic_write, atomic_write_text
 from .config import ExperimentConfig
 from .data import TaskData, load_task, per_class_subset
 from .model import add_lora, build_vit, check_geometry, check_trainable
@@ -61,21 +61,17 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_write(path, mkdir=False) as tmp:
+        torch.save(obj, tmp)
 
 
 def _atomic_netcdf(ds: xr.Dataset, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    ds.to_netcdf(tmp)
-    os.replace(tmp, path)
+    with atomic_write(path, mkdir=False) as tmp:
+        ds.to_netcdf(tmp)
 
 
 def _atomic_text(text: str, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text, encoding=None, mkdir=False)
 
 
 def _load_nc(path: Path) -> xr.Dataset:

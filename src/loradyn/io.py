@@ -1,0 +1,267 @@
+"""Atomic file writes and the netCDF round trip of result datasets.
+
+Result, figure, report and checkpoint files are written through :func:`atomic_write`:
+the content goes to a temporary file in the target's folder (``.NAME.tmp-PID-RANDOM``),
+then renamed over the target with :func:`os.replace` (atomic on POSIX file systems).
+A reader, or a rerun after a crash, sees either the old file or the whole new one, never half;
+a failed write leaves the old file untouched and no temporary behind.
+
+- :func:`atomic_write`: the context manager itself (optionally with ``fsync``);
+- :func:`atomic_write_text`, :func:`atomic_savefig`: the two common cases;
+- :func:`save_netcdf` / :func:`load_netcdf`: a result dataset, booleans round-tripped;
+- :func:`require_folder`: the one-line user error for a missing output folder.
+
+This module imports neither matplotlib nor torch: pass the temporary path to their own
+save functions (``fig.savefig(tmp)``, ``torch.save(obj, tmp)``).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import xarray as xr
+
+from .errors import LoradynError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "TMP_MARK",
+    "atomic_savefig",
+    "atomic_write",
+    "atomic_write_text",
+    "load_netcdf",
+    "require_folder",
+    "save_netcdf",
+]
+
+TMP_MARK = ".tmp-"
+"""Marks a temporary file name: ``.NAME.tmp-PID-RANDOM`` (see :func:`atomic_write`)."""
+
+
+def _tmp_path(target: Path, suffix: str | None) -> Path:
+    name = f".{target.name}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}{suffix or ''}"
+    return target.with_name(name)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as fh:
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def require_folder(path: str | os.PathLike) -> Path:
+    """Return ``Path(path)``; raise :class:`LoradynError` if its folder does not exist.
+
+    Parameters
+    ----------
+    path
+        The file about to be written.
+
+    Returns
+    -------
+    Path
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises
+    ------
+    LoradynError
+        When the parent folder is missing (a user error: the CLI does not create it).
+    """
+    target = Path(path)
+    if not target.parent.exists():
+        raise LoradynError(f"folder {str(target.parent)!r} does not exist: create it first")
+    return target
+
+
+@contextmanager
+def atomic_write(
+    path: str | os.PathLike, *, suffix: str | None = None, fsync: bool = False,
+    mkdir: bool = True,
+) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it over ``path`` when the body succeeds.
+
+    The temporary file, ``.NAME.tmp-PID-RANDOM[SUFFIX]`` in the target's folder, is not
+    created: the body writes it (any writer that takes a path). On success it replaces
+    ``path`` with :func:`os.replace`; on any exception, :class:`KeyboardInterrupt`
+    included, it is deleted and the exception propagates, leaving ``path`` as it was.
+
+    Parameters
+    ----------
+    path
+        The final file.
+    suffix
+        Appended to the temporary name (an extension for writers that infer the format
+        from it); none by default.
+    fsync
+        Flush the temporary file to disk before the rename and the folder after it, so the
+        new file survives a power loss as well as a killed process.
+    mkdir
+        Create the target's folder (and its parents) if it is missing.
+
+    Yields
+    ------
+    Path
+        The temporary path to write.
+
+    Examples
+    --------
+    >>> with atomic_write("out/table.csv") as tmp:  # doctest: +SKIP
+    ...     frame.to_csv(tmp)
+    """
+    target = Path(path)
+    if mkdir:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_path(target, suffix)
+    try:
+        yield tmp
+        if fsync:
+            _fsync_file(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if fsync:
+        _fsync_dir(target.parent)
+
+
+def atomic_write_text(
+    path: str | os.PathLike, text: str, *, encoding: str | None = "utf-8",
+    newline: str | None = None, fsync: bool = False, mkdir: bool = True,
+) -> Path:
+    """Write ``text`` to ``path`` atomically and return the path.
+
+    Parameters
+    ----------
+    path
+        The final file.
+    text
+        The whole content.
+    encoding, newline
+        As for :func:`open` (``encoding=None``: the locale's).
+    fsync, mkdir
+        As for :func:`atomic_write`.
+
+    Returns
+    -------
+    Path
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    target = Path(path)
+    with atomic_write(target, fsync=fsync, mkdir=mkdir) as tmp:
+        with open(tmp, "w", encoding=encoding, newline=newline) as fh:
+            fh.write(text)
+    return target
+
+
+def atomic_savefig(fig: Figure, path: str | os.PathLike, **kw: Any) -> Path:
+    """Save a matplotlib figure to ``path`` atomically and return the path.
+
+    Parameters
+    ----------
+    fig
+        The figure; it is not closed.
+    path
+        The final file; its folder is created if missing.
+    **kw
+        Passed to :meth:`matplotlib.figure.Figure.savefig`. Without ``format``, the
+        extension of ``path`` decides it (else ``rcParams["savefig.format"]``).
+
+    Returns
+    -------
+    Path
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    target = Path(path)
+    if kw.get("format") is None:
+        # the temporary name has no extension of its own: take the target's, as savefig would
+        import matplotlib
+
+        kw["format"] = target.suffix[1:] or matplotlib.rcParams["savefig.format"]
+    with atomic_write(target) as tmp:
+        fig.savefig(tmp, **kw)
+    return target
+
+
+def save_netcdf(ds: xr.Dataset, path: str | os.PathLike) -> Path:
+    """Write ``ds`` to ``path`` as netCDF, atomically, and return the path.
+
+    Boolean data variables are stored as int8 marked with the attribute ``loradyn_bool``
+    and restored by :func:`load_netcdf`; ``ds`` itself is not modified.
+
+    Parameters
+    ----------
+    ds
+        The dataset.
+    path
+        The final file; its folder must exist.
+
+    Returns
+    -------
+    Path
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises
+    ------
+    LoradynError
+        When the folder of ``path`` does not exist.
+    """
+    target = require_folder(path)
+    out = ds.copy()
+    for name in list(out.data_vars):
+        if out[name].dtype == bool:
+            out[name] = out[name].astype(np.int8)
+            out[name].attrs["loradyn_bool"] = 1
+    with atomic_write(target, mkdir=False) as tmp:
+        out.to_netcdf(tmp)
+    return target
+
+
+def load_netcdf(path: str | os.PathLike) -> xr.Dataset:
+    """Read a dataset written by :func:`save_netcdf` into memory (booleans restored).
+
+    Parameters
+    ----------
+    path
+        The netCDF file.
+
+    Returns
+    -------
+    xarray.Dataset
+        The loaded dataset; the file is closed.
+
+    Raises
+    ------
+    LoradynError
+        When ``path`` does not exist.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise LoradynError(f"file {str(p)!r} does not exist: check the path")
+    with xr.open_dataset(p) as ds:
+        ds = ds.load()
+    for name in list(ds.data_vars):
+        if ds[name].attrs.get("loradyn_bool"):
+            attrs = {k: v for k, v in ds[name].attrs.items() if k != "loradyn_bool"}
+            ds[name] = ds[name].astype(bool)
+            ds[name].attrs = attrs
+    return ds
