@@ -155,3 +155,31 @@ def test_simulation_figure_end_to_end(tmp_path):
     assert ratios and all(0.2 < r < 5 for r in ratios)
     ids = {c.id for c in res.claims}
     assert {"L-monotone", "IE1-relu-dip", "P1-sgd-escape"} <= ids
+
+
+def test_rerun_reuses_finished_simulations(tmp_path, monkeypatch):
+    """A reproduce run killed and started again reuses every simulation already on disk."""
+    from loradyn import engines
+    from loradyn.reproduce import _common
+
+    out = tmp_path / "rep"
+    first = reproduce(out, scale="test", only="fig9", progress=False)
+    cached = sorted((out / "cache").rglob("*.nc"))
+    assert cached, "no simulation was stored in the run's cache"
+    before = tmp_path / "fig9_first.nc"
+    before.write_bytes((out / "data" / "fig9_he3.nc").read_bytes())
+
+    # a new process has an empty in-memory cache and must not simulate again
+    monkeypatch.setattr(_common, "_SIM_CACHE", {})
+
+    def fail(*args, **kwargs):
+        raise AssertionError("simulated again although the result was on disk")
+
+    monkeypatch.setattr(engines, "simulate", fail)
+    second = reproduce(out, scale="test", only="fig9", progress=False)
+    assert [i.status for i in second.items] == ["done"]
+    assert [c.measured for c in second.claims] == [c.measured for c in first.claims]
+    import xarray as xr
+
+    with xr.open_dataset(out / "data" / "fig9_he3.nc") as a, xr.open_dataset(before) as b:
+        xr.testing.assert_identical(a.load(), b.load())

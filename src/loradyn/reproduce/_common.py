@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
 
-from ..io import atomic_savefig, atomic_write  # noqa: E402
+from ..io import atomic_savefig, atomic_write, load_netcdf, save_netcdf  # noqa: E402
 from .registry import Claim, FigureContext  # noqa: E402
 
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
@@ -164,6 +164,12 @@ def simulate(ctx: FigureContext, span: tuple[float, float] = (0.0, 1.0), **confi
     if key in _SIM_CACHE:
         ctx.progress(span[1], "cached simulation")
         return _SIM_CACHE[key]
+    stored = sim_cache_path(ctx, key)
+    if stored.exists():
+        ds = load_netcdf(stored)
+        _SIM_CACHE[key] = ds
+        ctx.progress(span[1], "simulation from the run's cache")
+        return ds
     lo, hi = span
 
     def cb(fraction: float, message: str = "") -> None:
@@ -172,8 +178,22 @@ def simulate(ctx: FigureContext, span: tuple[float, float] = (0.0, 1.0), **confi
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         ds = _simulate(cfg, progress=cb)
+    stored.parent.mkdir(parents=True, exist_ok=True)
+    save_netcdf(ds, stored)
     _SIM_CACHE[key] = ds
     return ds
+
+
+def sim_cache_path(ctx: FigureContext, key: str) -> Path:
+    """Where a finished simulation of this run is kept: ``OUT/cache/<version>/<key>.nc``.
+
+    Each simulation is written atomically once it finishes, so a reproduce run that is
+    killed and started again with the same ``--out`` reuses every finished simulation.
+    The folder is named for the loradyn version, so an upgrade never reuses stale results.
+    """
+    from .. import __version__
+
+    return ctx.out / "cache" / __version__ / f"{key}.nc"
 
 
 def escape_tau(
