@@ -339,3 +339,12 @@ def test_ks_dense_vs_reduced_fig1_setting():
     p, med_r, med_d = _ks(cfg)
     print(f"KS erf Fig. 1 setting dense vs reduced: p = {p:.3f} (medians {med_r}, {med_d})")
     assert p > ALPHA
+
+
+def test_theory_columns_have_no_nan_when_the_start_reaches_the_threshold():
+    """d = 4, threshold 0.5: r0 = 1/sqrt(d) = R, and tau = inf at mu = 1 (was inf * 0 = NaN)."""
+    cfg = RunConfig(teacher="linear", mu=[0.5, 1.0], d=4, batch=10, lr=0.1, steps=5)
+    ds = simulate(cfg)
+    for v in ("tau_theory", "exit_time_theory", "exit_step_theory"):
+        assert not np.any(np.isnan(ds[v].values)), v
+    np.testing.assert_array_equal(ds["exit_step_theory"].values, [0.0, 0.0])

@@ -73,3 +73,24 @@ def test_cli_partial_divergence_warns_once(capsys):
     warn = [ln for ln in cap.err.splitlines() if ln.startswith("warning:")]
     assert len(warn) == 1 and "reduce --lr" in warn[0]
     json.loads(cap.out)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [MemoryError("Unable to allocate 3.64 TiB for an array"),
+     ValueError("Maximum allowed dimension exceeded")],
+)
+def test_cli_run_too_large_for_memory_is_one_line_error(exc, capsys, monkeypatch):
+    """A run that does not fit in memory (e.g. dense --d 1e9) is a user error, not a traceback."""
+    import loradyn.engines
+
+    def boom(*args, **kwargs):
+        raise exc
+
+    monkeypatch.setattr(loradyn.engines, "simulate", boom)
+    with pytest.raises(SystemExit) as info:
+        main(["simulate", "--teacher", "linear", "--engine", "dense", "--d", "1000000000",
+              "--steps", "2"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "memory" in err[0]

@@ -164,3 +164,13 @@ def test_bad_inputs():
         hermite_coefficients("erf", kmax=-1)
     with pytest.raises(LoradynError):
         hermite_coefficients("nope")
+
+
+def test_variance_accepts_numpy_numbers_and_rejects_text_in_one_line():
+    """check_positive: numpy integers are numbers; a string is a LoradynError, not TypeError."""
+    a = hermite_coefficients("he3", variance=np.int64(2), kmax=4)
+    b = hermite_coefficients("he3", variance=2.0, kmax=4)
+    np.testing.assert_array_equal(a.coeffs, b.coeffs)
+    with pytest.raises(LoradynError) as exc:
+        hermite_coefficients("he3", variance="2", kmax=4)
+    assert "\n" not in str(exc.value)

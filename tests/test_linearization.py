@@ -222,6 +222,17 @@ def test_exit_time():
     assert exit_time(2.0, 10_000, radius=1.0) == pytest.approx(2.0 * 0.5 * math.log(10_000))
     with pytest.raises(LoradynError):
         exit_time(1.0, 1)
+    with pytest.raises(LoradynError):
+        exit_time(1.0, 100, radius=0.0)
+
+
+def test_exit_time_is_zero_not_nan_when_the_start_is_already_at_the_radius():
+    """r0 = 1/sqrt(d) >= R: nothing to escape, even where tau is infinite (no silent NaN)."""
+    with np.errstate(all="raise"):
+        t = exit_time(np.array([2.0, np.inf]), 4, radius=0.5)  # log(R sqrt d) = 0 exactly
+        assert np.array_equal(t, [0.0, 0.0])
+        assert np.array_equal(exit_time(np.array([2.0, np.inf]), 3, radius=0.5), [0.0, 0.0])
+    assert np.isinf(exit_time(np.inf, 10_000))
 
 
 def test_parse_mu_spec():

@@ -157,3 +157,17 @@ def test_bad_inputs():
         make_problem("erf", loss="hinge")
     with pytest.raises(LoradynError):
         make_problem("erf", nodes=1)
+
+
+def test_default_nodes_make_noise_moment_exact_for_high_degree_polynomials():
+    """h = E[g^2] has degree 2 (max(dt, ds) + ds - 1): the default rule must be exact.
+
+    He_30 with squared labels: dt = 60, ds = 30, so h needs 90 Gauss-Hermite nodes; with
+    64 it was off by 20 %, which distorted the finite-step term of the ODE engine.
+    """
+    pr = make_problem("he30", label="square")
+    auto = population(pr, 0.3, 0.2, 0.5)
+    ref = population(pr, 0.3, 0.2, 0.5, nodes=2 * pr.nodes)
+    for name in ("h", "loss", "du", "dm"):
+        a, b = float(getattr(auto, name)), float(getattr(ref, name))
+        assert a == pytest.approx(b, rel=1e-10), name

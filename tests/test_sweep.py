@@ -182,6 +182,12 @@ def test_small_sweep_runs_and_collects(tmp_path, scheduler, capsys):
     assert capsys.readouterr().out.startswith("collected 8 of 8 tasks")
     back = xr.load_dataset(nc)
     assert np.array_equal(back["m"].values, ds["m"].values)
+    # a missing --out folder is a one-line user error, not a netCDF traceback
+    with pytest.raises(SystemExit) as exc:
+        main(["sweep", "collect", str(out), "--out", str(tmp_path / "missing" / "all.nc")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "does not exist" in err[0]
     assert list(back["teacher"].values) == ["linear", "erf"]
     with pytest.raises(SystemExit) as exc:
         main(["sweep", "status", str(out)])

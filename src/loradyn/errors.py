@@ -38,8 +38,10 @@ def check_mu(mu: object, *, allow_zero: bool = True) -> None:
 def check_positive(name: str, value: float, *, strict: bool = True) -> None:
     """Raise :class:`LoradynError` unless ``value`` is positive (non-negative if not strict)."""
     import math
+    import numbers
 
-    ok = value > 0 if strict else value >= 0
-    if not (isinstance(value, int | float) and math.isfinite(value) and ok):
+    is_num = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    ok = is_num and math.isfinite(value) and (value > 0 if strict else value >= 0)
+    if not ok:
         word = "positive" if strict else "non-negative"
         raise LoradynError(f"{name} = {value!r} is invalid: {name} must be a {word} number")

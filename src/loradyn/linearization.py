@@ -25,6 +25,7 @@ Growth rate :math:`\lambda_+ = (-a + \sqrt{a^2 + 4b^2})/2`, characteristic time
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -224,11 +225,18 @@ def exit_time(tau_value: Array | float, d: int, radius: float = 0.5) -> Array:
     r"""Predicted exit time :math:`\tau \log(R / r_0)` with :math:`r_0 = 1/\sqrt d`.
 
     Equals :math:`\tau\,(\tfrac12\log d + \log R)`; in ODE time (divide by the learning
-    rate for SGD steps).
+    rate for SGD steps). When the start already reaches the radius (:math:`r_0 \ge R`) the
+    prediction is 0, also where :math:`\tau = \infty` (never ``inf * 0 = NaN``).
     """
     if d < 2:
         raise LoradynError(f"d = {d} is too small: the dimension must be at least 2")
-    return np.asarray(tau_value, dtype=float) * (0.5 * np.log(d) + np.log(radius))
+    if not (math.isfinite(radius) and radius > 0):
+        raise LoradynError(f"radius = {radius!r} is invalid: the escape radius must be > 0")
+    factor = 0.5 * math.log(d) + math.log(radius)
+    t = np.asarray(tau_value, dtype=float)
+    if factor <= 0.0:
+        return np.zeros_like(t)
+    return t * factor
 
 
 @dataclass(frozen=True)

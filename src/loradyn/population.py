@@ -62,6 +62,7 @@ class Problem:
 
     @property
     def teacher(self) -> Activation:
+        r"""The teacher activation :math:`\phi`."""
         return self.target.teacher
 
     def describe(self) -> str:
@@ -86,8 +87,10 @@ def _auto_nodes(target: Target, student: Activation, label: str) -> int:
         return DEFAULT_NODES
     if label == "square":
         dt *= 2
-    # the loss has degree 2 max(dt, ds); gradients need one more power of z.
-    return max(DEFAULT_NODES, max(dt, ds) + 4)
+    # Per variable: the loss has degree 2 max(dt, ds), g = (sigma - y) sigma' degree
+    # max(dt, ds) + ds - 1, g z* one more, and h = E[g^2] the largest, 2 (max(dt, ds) + ds - 1).
+    # n Gauss-Hermite nodes are exact up to degree 2n - 1, so n = max(dt, ds) + ds suffices.
+    return max(DEFAULT_NODES, max(dt, ds) + ds)
 
 
 def make_problem(

@@ -19,6 +19,8 @@ from ..errors import LoradynError
 from ._app import app
 
 FORMATS = ("table", "json")
+# numpy's messages for an array too large to even describe (raised as ValueError)
+_TOO_BIG = ("array is too big", "Maximum allowed dimension exceeded")
 
 
 def _fmt(v: object) -> str:
@@ -92,7 +94,16 @@ def simulate_cmd(
     )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DivergenceWarning)
-        ds = _run_with_progress(cfg, simulate)
+        try:
+            ds = _run_with_progress(cfg, simulate)
+        except (MemoryError, ValueError) as exc:
+            too_big = isinstance(exc, MemoryError) or any(s in str(exc) for s in _TOO_BIG)
+            if isinstance(exc, LoradynError) or not too_big:
+                raise
+            raise LoradynError(
+                f"the run does not fit in memory ({' '.join(str(exc).split())}): "
+                "reduce --d, --batch, --seeds or the number of mu values"
+            ) from None
     for w in caught:
         if issubclass(w.category, DivergenceWarning):
             print(f"warning: {w.message}", file=sys.stderr)

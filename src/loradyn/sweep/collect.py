@@ -183,9 +183,14 @@ def collect(out: str | Path) -> xr.Dataset:
 
 
 def collect_to_file(out: str | Path, path: str | Path) -> xr.Dataset:
-    """:func:`collect` and save the result to ``path`` (netCDF, written atomically)."""
+    """:func:`collect` and save the result to ``path`` (netCDF, written atomically).
+
+    Raises :class:`~loradyn.errors.LoradynError` when the folder of ``path`` is missing.
+    """
+    from ..io import require_folder
     from .store import write_netcdf_atomic
 
+    require_folder(path)
     ds = collect(out)
     write_netcdf_atomic(ds, path)
     return ds
