@@ -110,6 +110,26 @@ def test_mu_zero_limit_is_continuous():
     assert r.b == 0.0 and r.a > 0 and np.isinf(r.tau)
 
 
+@pytest.mark.parametrize("teacher,sign", [("he2", 1.0), ("sigmoid", -1.0)])
+def test_mu_zero_limit_of_kinked_student_is_infinite_not_extrapolated(teacher, sign):
+    """relu student, sigma(0) != y(0): a ~ C/mu with C = (sigma(0) - y(0)) / sqrt(2 pi).
+
+    The old cubic extrapolation returned a finite, meaningless a(0) (e.g. 831.6 for he2);
+    the limit is a(0) = +-inf, so tau(0) = inf (C > 0) or 0 (C < 0), with no NaN.
+    """
+    from scipy.special import expit
+
+    y0 = -1.0 if teacher == "he2" else float(expit(0.0))
+    C = (0.0 - y0) / math.sqrt(2 * math.pi)
+    a_small, _ = coefficients(teacher, 1e-6, student="relu")
+    assert float(a_small) * 1e-6 == pytest.approx(C, rel=1e-3)
+    with np.errstate(all="raise"):
+        r = tau(teacher, [0.0, 1e-6], student="relu")
+    assert r.a[0] == sign * np.inf
+    assert r.tau[0] == (np.inf if sign > 0 else 0.0)
+    assert not np.any(np.isnan(r.tau)) and not np.any(np.isnan(r.lambda_plus))
+
+
 # ---- exact polynomials of b(mu) for pure He_K (independent of the quadrature)
 
 

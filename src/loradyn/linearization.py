@@ -13,9 +13,10 @@ where :math:`g_0(z) = \partial\ell/\partial\lambda` at :math:`\lambda = \mu z`
 :math:`-y(z)\sigma'(\mu z)`). :math:`a = E[\partial_\lambda g_0]` is rewritten by Gaussian
 integration by parts so that only first derivatives appear. At :math:`\mu = 0` the limit
 is taken: :math:`a(0) = E[\partial_\lambda g_0(0)]` from :math:`\sigma''` when the activation
-provides it, otherwise by cubic extrapolation from :math:`\mu = 10^{-3}, \dots, 4\cdot10^{-3}`
-(for a student kinked at 0 whose value differs from the label there, :math:`a \sim 1/\mu`
-and the extrapolation is meaningless).
+provides it, otherwise by cubic extrapolation from :math:`\mu = 10^{-3}, \dots, 4\cdot10^{-3}`.
+For a student kinked at 0 whose value differs from the label there (e.g. ``relu`` on
+``he2``), :math:`a \sim C/\mu` and :math:`a(0) = \pm\infty` is returned (the limit:
+:math:`\tau(0) = \infty` for :math:`C > 0`, :math:`\tau(0) = 0` for :math:`C < 0`).
 
 Growth rate :math:`\lambda_+ = (-a + \sqrt{a^2 + 4b^2})/2`, characteristic time
 :math:`\tau = 1/\lambda_+`; exit time :math:`t_{exit} \approx \tau \log(R/r_0)` with
@@ -43,6 +44,7 @@ from .population import Problem, make_problem
 Array = np.ndarray
 UNITS = ("natural", "paper")
 B_ROUNDING = 1e-12  # |b| below this fraction of sum |w z g0| is quadrature rounding: b = 0
+SINGULAR_A = 1e-7  # lim mu a(mu) above this (relative) size: a(0) = +-inf (kinked student)
 
 
 def _as_problem(problem: Problem | str, student: str | None = None, **kw) -> Problem:
@@ -87,7 +89,15 @@ def _a_at_zero(problem: Problem, nodes: int) -> float:
     # no sigma'': cubic extrapolation from mu = h, 2h, 3h, 4h (error O(h^4) plus rounding
     # amplified by 1/h; about 1e-11 for relu, 1e-9 for relu + he3)
     h = 1e-3
-    a, _ = _ab_positive(problem, h * np.arange(1.0, 5.0), nodes)
+    mus = h * np.arange(1.0, 5.0)
+    a, _ = _ab_positive(problem, mus, nodes)
+    # A student kinked at 0 whose value there differs from the label puts a delta of sigma''
+    # at lambda = 0: a ~ C / mu with C = jump(sigma') (sigma(0) - y(0)) / sqrt(2 pi). The
+    # extrapolated mu * a(mu) -> C tells it; the limit of a is then +-inf, not a number.
+    ma = mus * a
+    C = float(4 * ma[0] - 6 * ma[1] + 4 * ma[2] - ma[3])
+    if abs(C) > SINGULAR_A * (1.0 + float(np.max(np.abs(a)))):
+        return math.copysign(math.inf, C)
     return float(4 * a[0] - 6 * a[1] + 4 * a[2] - a[3])
 
 
@@ -137,10 +147,11 @@ def jacobian(a: Array | float, b: Array | float) -> Array:
 def growth_rate(a: Array | float, b: Array | float) -> Array:
     r""":math:`\lambda_+ = (-a + \sqrt{a^2 + 4 b^2})/2`, computed without cancellation."""
     a, b = np.broadcast_arrays(np.asarray(a, dtype=float), np.asarray(b, dtype=float))
-    root = np.sqrt(a * a + 4.0 * b * b)
+    # a = +-inf (the mu = 0 limit of a kinked student) gives lambda_+ = 0 or inf, never NaN
     with np.errstate(divide="ignore", invalid="ignore"):
+        root = np.sqrt(a * a + 4.0 * b * b)
         lam = np.where(a > 0, 2.0 * b * b / np.where(a + root > 0, a + root, 1.0), 0.5 * (root - a))
-    return np.where(a > 0, np.where(a + root > 0, lam, 0.0), lam)
+        return np.where(a > 0, np.where(a + root > 0, lam, 0.0), lam)
 
 
 @dataclass(frozen=True)
