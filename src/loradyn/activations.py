@@ -70,6 +70,7 @@ class Activation:
     d2f: Fn | None = field(default=None, compare=False)
 
     def __call__(self, x: Array) -> Array:
+        r""":math:`\sigma(x)`."""
         return self.f(x)
 
     @property
@@ -357,17 +358,21 @@ class Target:
     label: LabelTransform
 
     def y(self, z: Array) -> Array:
+        r"""The label :math:`y(z) = T(\phi(z))`."""
         return self.label.f(self.teacher.f(z))
 
     def dy(self, z: Array) -> Array:
+        r"""Its derivative :math:`y'(z) = T'(\phi(z))\,\phi'(z)`."""
         return self.label.df(self.teacher.f(z)) * self.teacher.df(z)
 
     @property
     def kinks(self) -> tuple[float, ...]:
+        """Kinks of the teacher :math:`\\phi`."""
         return self.teacher.kinks
 
     @property
     def name(self) -> str:
+        """``teacher`` or ``label(teacher)``, e.g. ``square(he3)``."""
         t = self.teacher.name
         return t if self.label.name == "identity" else f"{self.label.name}({t})"
 

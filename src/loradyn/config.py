@@ -39,12 +39,15 @@ import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .activations import get_activation, get_label
 from .errors import LoradynError, check_mu
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .population import Problem
 
 ENGINES = ("reduced", "dense", "ode")
 BACKENDS = ("numpy", "torch")
@@ -298,7 +301,7 @@ class RunConfig:
         r"""The finite-step factor :math:`\eta d / B` of the ODE (theory.md section 4)."""
         return self.lr * self.d / self.batch
 
-    def problem(self, label: str | None = None):
+    def problem(self, label: str | None = None) -> Problem:
         """The :class:`~loradyn.population.Problem` of this run (``label`` overrides)."""
         from .population import make_problem
 

@@ -21,6 +21,7 @@ Convergence is checked by doubling ``n`` (:func:`converged`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -181,13 +182,15 @@ def rule_2d(
     return Rule2D(zo[..., :, None], zi, wo[..., :, None] * wi)
 
 
-def expect_1d(f, breaks: Array | None = None, n: int = DEFAULT_NODES) -> Array:
+def expect_1d(
+    f: Callable[[Array], Array], breaks: Array | None = None, n: int = DEFAULT_NODES
+) -> Array:
     r""":math:`E[f(Z)]` for :math:`Z \sim N(0, 1)`, ``f`` vectorized over the last axis."""
     x, w = rule_1d(breaks, n)
     return np.sum(w * f(x), axis=-1)
 
 
-def converged(compute, n: int = DEFAULT_NODES) -> tuple[Array, float]:
+def converged(compute: Callable[[int], Array], n: int = DEFAULT_NODES) -> tuple[Array, float]:
     """Evaluate ``compute(n)`` and ``compute(2 n)``; return the latter and the max abs change.
 
     Use it to report the quadrature error of any population quantity.

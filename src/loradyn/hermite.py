@@ -33,6 +33,7 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import xarray as xr
@@ -40,6 +41,9 @@ import xarray as xr
 from .activations import Activation, Target, get_activation, make_target
 from .errors import LoradynError, check_mu, check_positive
 from .gaussian import DEFAULT_NODES, rule_1d
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .population import Problem
 
 Array = np.ndarray
 
@@ -147,6 +151,7 @@ class HermiteCoefficients:
 
     @property
     def kmax(self) -> int:
+        """Highest degree ``k`` of the coefficients."""
         return int(self.coeffs.size - 1)
 
     @property
@@ -362,7 +367,7 @@ def student_mean_dataset(
 
 
 def series_population_loss(
-    problem,
+    problem: Problem,
     u: Array | float,
     m: Array | float,
     mu: Array | float,
@@ -449,6 +454,7 @@ class TauScaling:
     resid1: float
 
     def as_dict(self) -> dict[str, float | str]:
+        """The fields as a plain dict."""
         return dict(self.__dict__)
 
 

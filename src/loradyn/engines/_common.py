@@ -52,6 +52,7 @@ class Labels:
         self.mse = config.loss == "mse"
 
     def y(self, zs: Array, stage2: Array | None) -> Array:
+        r"""Labels :math:`y = T(\phi(z^*))`, with the stage-2 ``T`` where ``stage2`` is set."""
         if self.p2 is None or stage2 is None or not np.any(stage2):
             return self.p1.target.y(zs)
         if np.all(stage2):
@@ -60,6 +61,7 @@ class Labels:
         return np.where(sel, self.p2.target.y(zs), self.p1.target.y(zs))
 
     def g(self, lam: Array, zs: Array, stage2: Array | None) -> Array:
+        r""":math:`g = \partial\ell/\partial\lambda` per sample (see the class docstring)."""
         y = self.y(zs, stage2)
         ds = self.student.df(lam)
         if self.mse:
