@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from ..config import RunConfig
@@ -122,3 +124,22 @@ def initial_overlaps(
     if m0 is not None:
         return float(m0), float(np.sqrt(1 - m0 * m0) * g2 / np.sqrt(g2 * g2 + rest))
     return float(np.sqrt(1 - p0 * p0) * g1 / np.sqrt(g1 * g1 + rest)), float(p0)  # type: ignore[operator]
+
+
+def tick(
+    progress: Callable[[float, str], None] | None,
+    step: int,
+    total: int,
+    where: tuple[int, int],
+    n_here: int,
+) -> None:
+    """Report progress about every 1% of the steps of a group of ``n_here`` trajectories.
+
+    ``where = (a, n)``: the group starts at trajectory ``a`` of ``n``; the fraction is
+    ``(a + n_here * step / total) / n``.
+    """
+    if progress is None:
+        return
+    if step % max(1, total // 100) == 0:
+        a, n = where
+        progress(min(1.0, (a + n_here * step / total) / n), f"step {step}/{total}")

@@ -34,7 +34,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ..config import RunConfig
-from ._common import STREAM_DENSE, Labels, Schedule, seed_sequence, trajectory_rngs
+from ._common import STREAM_DENSE, Labels, Schedule, seed_sequence, tick, trajectory_rngs
 from ._layout import EngineOutput, StepTracker
 
 Array = np.ndarray
@@ -120,14 +120,6 @@ def run_dense(
     )
 
 
-def _tick(progress, step: int, total: int, where: tuple[int, int], n_here: int) -> None:
-    if progress is None:
-        return
-    if step % max(1, total // 100) == 0:
-        a, n = where
-        progress(min(1.0, (a + n_here * step / total) / n), f"step {step}/{total}")
-
-
 def _group_numpy(config, rngs, mu, progress, where):
     mis = config.pretraining == "misaligned"
     n, B, d, eta = len(rngs), config.batch, config.d, config.lr
@@ -184,7 +176,7 @@ def _group_numpy(config, rngs, mu, progress, where):
             u = np.where(ok, u_new, u)
             m, p = overlaps()
             tr.record(s + 1, u, m, p)
-            _tick(progress, s + 1, config.steps, where, n)
+            tick(progress, s + 1, config.steps, where, n)
     return tr, sched
 
 
@@ -281,7 +273,7 @@ def _group_torch(config, rngs, mu, seeds, progress, where):
             u = np.where(ok, u_new, u)
             m, p = overlaps()
             tr.record(s + 1, u, m, p)
-            _tick(progress, s + 1, config.steps, where, n)
+            tick(progress, s + 1, config.steps, where, n)
     return tr, sched, f"torch:{dev.type}"
 
 

@@ -68,7 +68,14 @@ import numpy as np
 
 from ..activations import get_activation
 from ..config import RunConfig
-from ._common import STREAM_REDUCED, Labels, Schedule, initial_overlaps, trajectory_rngs
+from ._common import (
+    STREAM_REDUCED,
+    Labels,
+    Schedule,
+    initial_overlaps,
+    tick,
+    trajectory_rngs,
+)
 from ._layout import EngineOutput, StepTracker
 
 Array = np.ndarray
@@ -214,15 +221,6 @@ def _init(config: RunConfig, rngs: list[np.random.Generator], mis: bool):
     return u, m, p
 
 
-def _tick(progress, step: int, total: int, where: tuple[int, int], n_here: int) -> None:
-    if progress is None:
-        return
-    every = max(1, total // 100)
-    if step % every == 0:
-        a, n = where
-        progress(min(1.0, (a + n_here * step / total) / n), f"step {step}/{total}")
-
-
 def _run_group_samples(config, rngs, mu, K, progress, where):
     mis = config.pretraining == "misaligned"
     k = 3 if mis else 2
@@ -275,7 +273,7 @@ def _run_group_samples(config, rngs, mu, K, progress, where):
             if mis:
                 p = np.where(ok, p_new, p)
             tr.record(s + 1, u, m, p)
-            _tick(progress, s + 1, config.steps, where, n)
+            tick(progress, s + 1, config.steps, where, n)
     return tr, sched
 
 
@@ -344,5 +342,5 @@ def _run_group_gram(config, rngs, mu, K, progress, where):
             if mis:
                 p = np.where(ok, p_new, p)
             tr.record(s + 1, u, m, p)
-            _tick(progress, s + 1, config.steps, where, n)
+            tick(progress, s + 1, config.steps, where, n)
     return tr, sched
