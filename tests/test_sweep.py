@@ -146,6 +146,18 @@ def test_cli_bad_sweep_file_subprocess(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error: grid.teacher") and "erff" in lines[0]
 
 
+@pytest.mark.parametrize("address", ["foo", "tcp://127.0.0.1:x"])
+def test_cli_malformed_scheduler_address_is_one_line_error(tmp_path, capsys, address):
+    """A malformed --scheduler is a user error (exit 2), not a ValueError traceback."""
+    spec = _write(tmp_path / "small.toml", SMALL)
+    with pytest.raises(SystemExit) as exc:
+        main(["sweep", "run", str(spec), "--out", str(tmp_path / "out"), "--scheduler", address,
+              "--no-progress"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: cannot connect to the Dask scheduler") and "\n" not in err
+
+
 # --------------------------------------------------------------------------- run and collect
 
 

@@ -79,9 +79,11 @@ def _client(workers: int | None, scheduler: str | None, n_tasks: int) -> Iterato
         if scheduler is not None:
             try:
                 client = stack.enter_context(Client(scheduler, timeout="30s"))
-            except OSError as exc:
+            except (OSError, ValueError, TypeError) as exc:  # unreachable or malformed address
+                msg = " ".join(str(exc).split())
                 raise LoradynError(
-                    f"cannot connect to the Dask scheduler at {scheduler!r}: {exc}"
+                    f"cannot connect to the Dask scheduler at {scheduler!r}: {msg} "
+                    "(give an address like tcp://host:8786)"
                 ) from None
         else:
             n = workers if workers is not None else min(os.cpu_count() or 1, n_tasks)
