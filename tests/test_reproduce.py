@@ -124,6 +124,66 @@ def test_bad_input():
     assert parse_only(" FIG1 , fig2 ") == ["fig1", "fig2"]
 
 
+def test_out_below_a_file_is_a_user_error(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(LoradynError, match="--out"):
+        reproduce(blocker / "sub", scale="test", only="fig6", progress=False)
+    with pytest.raises(LoradynError, match="not a directory"):
+        reproduce(blocker, scale="test", only="fig6", progress=False)
+
+
+def _fig9_with(monkeypatch, tmp_path, pred, escape):
+    """fig9 on a stand-in simulation: predicted exit steps ``pred`` and escape steps."""
+    import numpy as np
+    import xarray as xr
+
+    from loradyn.reproduce import _common, fig9
+
+    def fake(ctx, span=(0.0, 1.0), **config):
+        mus, steps = list(config["mu"]), np.arange(0, config["steps"] + 1, 100)
+        shape = (len(mus), 1, steps.size)
+        return xr.Dataset(
+            {"m": (("mu", "seed", "step"), np.full(shape, 0.1)),
+             "u": (("mu", "seed", "step"), np.zeros(shape)),
+             "mse": (("mu", "seed", "step"), np.ones(shape)),
+             "escape_step": (("mu", "seed"), np.asarray(escape)[:, None]),
+             "exit_step_theory": (("mu",), np.asarray(pred, dtype=float))},
+            coords={"mu": mus, "seed": [0], "step": steps})
+
+    monkeypatch.setattr(_common, "simulate", fake)
+    out = fig9.make(registry.FigureContext(out=tmp_path / str(len(list(tmp_path.iterdir())))))
+    return {c.id: c.verdict for c in out.claims}
+
+
+def test_fig9_verdicts_follow_the_data(tmp_path, monkeypatch):
+    """mu = (0.32, 0.6) with a 500-step budget at the test scale."""
+    from loradyn.reproduce import fig9
+
+    monkeypatch.setattr(fig9, "settings", lambda scale: dict(
+        d=1000, batch=100, lr=0.2, steps=500, seeds=1, mus=(0.32, 0.6)))
+    v = _fig9_with(monkeypatch, tmp_path, [1e6, 100.0], [-1, 80])
+    assert v == {"I-singular-delay": "holds", "P1-he3-prediction": "holds"}
+    v = _fig9_with(monkeypatch, tmp_path, [1e6, 100.0], [-1, -1])
+    assert v == {"I-singular-delay": "fails", "P1-he3-prediction": "fails"}
+    # every prediction within a factor 1.5 of the budget: nothing to check, not a pass
+    v = _fig9_with(monkeypatch, tmp_path, [450.0, 600.0], [-1, 80])
+    assert v["P1-he3-prediction"] == "not-tested"
+
+
+def test_fig14_search_phase_verdict_fails_on_nan():
+    import numpy as np
+
+    from loradyn.reproduce.fig14 import search_phase_verdict
+
+    ok = {0: [10.0, 10.5, 10.2], 1: [30.0, 31.0, 30.5], 2: [50.0, 50.5, 51.0]}
+    assert search_phase_verdict(ok)[2]
+    assert not search_phase_verdict({**ok, 2: [50.0, 90.0, 51.0]})[2]  # rank-dependent
+    assert not search_phase_verdict({0: [10.0, 10.1], 1: [10.5, 10.4]})[2]  # same setting
+    # a rank where no seed escaped (NaN) must not be skipped
+    assert not search_phase_verdict({**ok, 2: [50.0, np.nan, 51.0]})[2]
+
+
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "loradyn", "reproduce", *args],
                           capture_output=True, text=True, timeout=300)
@@ -136,6 +196,13 @@ def test_cli_unknown_figure(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error: unknown figure id 'fig99'")
     r = _cli("--scale", "huge", "--out", str(tmp_path))
     assert r.returncode == 2 and r.stderr.strip().startswith("error:")
+    for bad in (("--engine", "gpu"), ("--only", ",,"), ("--out", str(tmp_path / "f" / "sub"))):
+        (tmp_path / "f").write_text("a file")
+        args = ("--out", str(tmp_path / "o"), "--only", "fig6", *bad)
+        r = _cli(*args)
+        assert r.returncode == 2, r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error:"), r.stderr
 
 
 def test_cli_runs_one_figure(tmp_path):

@@ -90,3 +90,22 @@ def test_figures_at_test_scale(tmp_path, fid):
     assert all(c.verdict in ("holds", "fails") for c in out.claims)
     # claims quote measured numbers
     assert all(any(ch.isdigit() for ch in c.measured) for c in out.claims)
+
+
+def test_unwritable_output_is_one_line_error_before_simulating(tmp_path, capsys, monkeypatch):
+    from loradyn.cli import main
+    from loradyn.cli import twolayer as cli_mod
+
+    def boom(*a, **k):
+        raise AssertionError("simulated although the output cannot be written")
+
+    monkeypatch.setattr(cli_mod, "simulate", boom)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    for opt, target in (("--out", blocker / "run.nc"), ("--plot", blocker / "loss.png"),
+                        ("--plot", tmp_path)):
+        with pytest.raises(SystemExit) as exc:
+            main(["twolayer", "simulate", "--steps", "10", opt, str(target)])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error:") and len(err.splitlines()) == 1, err

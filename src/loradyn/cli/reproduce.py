@@ -20,17 +20,28 @@ def reproduce_cmd(
 ) -> None:
     """Reproduce the paper's figures into OUT: PNG/PDF, data, claims.csv and index.html."""
     from ..errors import LoradynError
-    from ..reproduce.runner import SCALES, expected_seconds, parse_only, reproduce
+    from ..reproduce.runner import (
+        ENGINES,
+        SCALES,
+        discover,
+        expected_seconds,
+        parse_only,
+        prepare_out,
+        reproduce,
+    )
 
-    if scale not in ("quick", "paper") and scale not in SCALES:
+    if scale not in SCALES:
         raise LoradynError(f"unknown scale {scale!r}: choose quick or paper")
-    from ..reproduce.runner import discover
+    if engine not in ENGINES:
+        raise LoradynError(f"unknown engine {engine!r}: choose reduced or dense")
 
     ids = parse_only(only, extra=discover())
+    prepare_out(out)
     est = expected_seconds(scale, ids)
     if est:
-        typer.echo(f"loradyn reproduce --scale {scale}: expected run time about "
-                   f"{est / 60:.0f} min on 2 CPU cores (figures with an estimate)", err=True)
+        when = f"about {est / 60:.0f} min" if est >= 90 else "under 2 min"
+        typer.echo(f"loradyn reproduce --scale {scale}: expected run time {when} on 2 CPU "
+                   "cores (figures with an estimate)", err=True)
     res = reproduce(out, scale=scale, only=ids, engine=engine, progress=not no_progress, seed=seed)
     counts = {v: sum(1 for c in res.claims if c.verdict == v)
               for v in ("holds", "fails", "not-tested")}

@@ -52,6 +52,20 @@ def _fmt(fmt: str, allowed: tuple[str, ...]) -> str:
     return f
 
 
+def _check_target(path: str, what: str) -> None:
+    """Fail before the simulation when ``path`` cannot be written (a folder, or below a file)."""
+    from pathlib import Path
+
+    p = Path(path)
+    if p.is_dir():
+        raise LoradynError(f"{what} {path} is a directory: give a file name")
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise LoradynError(f"{what} {path}: {parent} is not a directory")
+            break
+
+
 def _json_num(v):
     return v if not isinstance(v, float) or math.isfinite(v) else str(v)
 
@@ -129,12 +143,20 @@ def simulate_cmd(
         d=d, lr=lr, batch=batch, steps=steps, seeds=seeds, seed0=seed0, a0=a0, m0=m0,
         update=update, threshold=threshold, record_every=record_every, noise_term=noise_term,
     )
+    if out:
+        _check_target(out, "--out")
+    if plot:
+        _check_target(plot, "--plot")
     ds = simulate(cfg, ranks, engine)
     rows = summary(ds)
-    if out:
-        save(ds, out)
-    if plot:
-        plot_loss(ds, plot)
+    try:
+        if out:
+            save(ds, out)
+        if plot:
+            plot_loss(ds, plot)
+    except OSError as exc:
+        raise LoradynError(f"cannot write {exc.filename or out or plot}: "
+                           f"{exc.strerror or exc}") from None
     if f == "json":
         res = {"engine": engine, "config": json.loads(ds.attrs["config"]),
                "rows": [{k: _json_num(v) for k, v in r.items()} for r in rows]}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .registry import FigureContext
+from .registry import FigureContext, FigureOutput
 
 # reproduce scale -> preset scale
 PRESET_SCALE = {"test": "smoke", "quick": "quick", "paper": "paper"}
@@ -45,3 +45,24 @@ def require_data_and_gpu(preset: str) -> None:
         )
     if not torch.cuda.is_available():
         raise ImportError(f"needs a CUDA GPU; run 'loradyn vit run --preset {preset}' on one")
+
+
+def draw(ctx: FigureContext, cfg, res, fid: str) -> list[Path]:
+    """The Fig. 10-12 style figure of a finished run as ``figures/<fid>.png`` and ``.pdf``."""
+    from ..vit.figures import plot_run
+
+    return [plot_run(res.out, seeds=cfg.seeds, path=ctx.figures_dir / f"{fid}.{ext}")
+            for ext in ("png", "pdf")]
+
+
+def real_dataset_figure(ctx: FigureContext, preset: str, fid: str) -> FigureOutput:
+    """Fig. 10 / 11: run ``preset`` on the real datasets (pending without them or a GPU)."""
+    require_data_and_gpu(preset)
+    cfg, res = run_preset(ctx, preset)
+    files = draw(ctx, cfg, res, fid)
+    caption = (
+        f"{cfg.task} ({cfg.scale} scale): source accuracy/loss along pre-training (top) and "
+        f"downstream LoRA accuracy/loss from checkpoints {list(cfg.pretrain.checkpoints)} "
+        f"(bottom), mean +- std over {len(cfg.seeds)} seeds."
+    )
+    return FigureOutput(caption=caption, files=files, data=[res.table])

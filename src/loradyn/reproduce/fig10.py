@@ -8,7 +8,7 @@ The offline stand-in of these figures is fig12 (digits -> shifted digits).
 
 from __future__ import annotations
 
-from ._vit import require_data_and_gpu, run_preset
+from ._vit import real_dataset_figure
 from .registry import FigureContext, FigureOutput, register
 
 PRESET = "cifar10-svhn"
@@ -17,14 +17,4 @@ PRESET = "cifar10-svhn"
 @register("fig10", "ViT LoRA transfer, CIFAR-10 -> SVHN (App. J, Fig. 10)",
           requires=("torch", "timm", "peft", "torchvision"))
 def make(ctx: FigureContext) -> FigureOutput:
-    require_data_and_gpu(PRESET)
-    from ..vit.figures import plot_run
-
-    cfg, res = run_preset(ctx, PRESET)
-    path = plot_run(res.out, seeds=cfg.seeds, path=ctx.figures_dir / "fig10.png")
-    caption = (
-        f"{cfg.task} ({cfg.scale} scale): source accuracy/loss along pre-training (top) and "
-        f"downstream LoRA accuracy/loss from checkpoints {list(cfg.pretrain.checkpoints)} "
-        f"(bottom), mean +- std over {len(cfg.seeds)} seeds."
-    )
-    return FigureOutput(caption=caption, files=[path], data=[res.table])
+    return real_dataset_figure(ctx, PRESET, "fig10")

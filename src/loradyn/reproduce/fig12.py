@@ -9,7 +9,7 @@ LoRA fine-tuning from each checkpoint (mean +- std over seeds).
 
 from __future__ import annotations
 
-from ._vit import run_preset
+from ._vit import draw, run_preset
 from .registry import FigureContext, FigureOutput, register
 
 ESTIMATE = {"test": 15.0, "quick": 90.0, "paper": 720.0}
@@ -18,11 +18,9 @@ ESTIMATE = {"test": 15.0, "quick": 90.0, "paper": 720.0}
 @register("fig12", "ViT LoRA transfer, digits -> shifted digits (App. J, Fig. 12 analog)",
           requires=("torch", "timm", "peft", "sklearn"))
 def make(ctx: FigureContext) -> FigureOutput:
-    from ..vit.figures import plot_run
-
     cfg, res = run_preset(ctx, "digits-shifted")
     ctx.progress(0.99, "drawing")
-    path = plot_run(res.out, seeds=cfg.seeds, path=ctx.figures_dir / "fig12.png")
+    files = draw(ctx, cfg, res, "fig12")
     ctx.progress(1.0, "done")
     lora = cfg.finetune.lora
     caption = (
@@ -37,4 +35,4 @@ def make(ctx: FigureContext) -> FigureOutput:
         f"test accuracy/loss during fine-tuning, mean +- std over {len(cfg.seeds)} seeds. "
         "Offline stand-in for the paper's EMNIST -> shifted-EMNIST Fig. 12."
     )
-    return FigureOutput(caption=caption, files=[path], data=[res.table])
+    return FigureOutput(caption=caption, files=files, data=[res.table])

@@ -1,7 +1,7 @@
 """Fig. 2: tau(mu) for pure Hermite activations and for squared labels (Sec. 3.2-3.3).
 
-Panels: (a) odd He_K with the simulated He_3 overlap near its singularity as an inset,
-(b) even He_K, (c) squared labels for x, ReLU, erf, sigmoid (matching labels dashed),
+Panels: (a) odd He_K, (b) even He_K, (c) squared labels for x, ReLU, erf, sigmoid
+(matching labels dashed) with the simulated He_3 overlap near its singularity as an inset,
 (d) squared labels for He_K. Every curve is :func:`loradyn.linearization.tau` in the
 paper's units (times K!K for He_K); singularities from
 :func:`loradyn.linearization.singularities`; exponents from
@@ -135,7 +135,7 @@ def make(ctx: FigureContext) -> FigureOutput:
     data.append(C.save_csv(rows, ctx, "fig2_prop3_exponents"))
     ctx.progress(0.97, "claims")
 
-    claims = _claims(mu, odd, even, sing, sq, plain, sqh, sing_sq, scal, ds_sim, base_lr)
+    claims = _claims(mu, odd, even, sing, sq, plain, sqh, sing_sq, scal, ds_sim)
     cap = (
         "Characteristic time tau(mu) = 1/lambda_+ of the linearized search phase, exact "
         f"quadrature on {n} values of mu in [0.002, 0.998], MSE loss, teacher = student. "
@@ -151,7 +151,7 @@ def make(ctx: FigureContext) -> FigureOutput:
     return FigureOutput(cap, files, data, claims)
 
 
-def _claims(mu, odd, even, sing, sq, plain, sqh, sing_sq, scal, ds_sim, base_lr):
+def _claims(mu, odd, even, sing, sq, plain, sqh, sing_sq, scal, ds_sim):
     cl = []
     odd_s = {k: sing[f"he{k}"] for k in ODD}
     cl.append(C.claim(

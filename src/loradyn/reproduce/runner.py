@@ -24,6 +24,7 @@ from importlib import metadata
 from pathlib import Path
 
 from ..errors import LoradynError
+from ..io import atomic_write_text
 from .registry import Claim, FigureContext, FigureOutput, FigureSpec, registered
 
 SCALES = ("quick", "paper", "test")
@@ -254,15 +255,10 @@ def reproduce(
         raise LoradynError(f"unknown scale {scale!r}: choose quick or paper")
     if engine not in ENGINES:
         raise LoradynError(f"unknown engine {engine!r}: choose reduced or dense")
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise LoradynError(f"--out {out} exists and is not a directory: choose another path")
     t0 = time.perf_counter()
     import_problems = discover()
     ids = parse_only(only, extra=import_problems)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "figures").mkdir(exist_ok=True)
-    (out / "data").mkdir(exist_ok=True)
+    out = prepare_out(out)
 
     specs = {s.id: s for s in registered()}
     every = set(EXPECTED) | set(specs) | set(import_problems)
@@ -297,7 +293,7 @@ def reproduce(
                                   f"cannot import: {exc}")
             except Exception as exc:
                 tb = traceback.format_exc()
-                (out / f"{spec.id}.error.txt").write_text(tb)
+                atomic_write_text(out / f"{spec.id}.error.txt", tb, mkdir=False)
                 item = ItemResult(spec.id, spec.title, "failed", None, time.perf_counter() - t1,
                                   f"{type(exc).__name__}: {exc}")
                 bar.log(f"[red]{spec.id} failed: {type(exc).__name__}: {exc}")
@@ -314,6 +310,22 @@ def reproduce(
     _write_run_json(result, ids)
     result.report = report_mod.write_report(result)
     return result
+
+
+def prepare_out(out: str | Path) -> Path:
+    """Create ``out`` with ``figures/`` and ``data/``; a path that cannot be a directory
+    (an existing file, or a folder below a file) is a user error."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise LoradynError(f"--out {out} exists and is not a directory: choose another path")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "figures").mkdir(exist_ok=True)
+        (out / "data").mkdir(exist_ok=True)
+    except OSError as exc:
+        raise LoradynError(f"cannot create --out {out}: {exc.strerror or exc}; "
+                           "choose another path") from None
+    return out
 
 
 def package_versions() -> dict[str, str]:
@@ -349,6 +361,4 @@ def _write_run_json(result: ReproduceResult, ids: list[str] | None) -> Path:
             for i in result.items
         ],
     }
-    path = result.out / "run.json"
-    path.write_text(json.dumps(info, indent=2))
-    return path
+    return atomic_write_text(result.out / "run.json", json.dumps(info, indent=2), mkdir=False)

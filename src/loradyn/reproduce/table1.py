@@ -8,8 +8,7 @@ code. The claim row J1 is evaluated on the digits run made here.
 
 from __future__ import annotations
 
-import shutil
-
+from ..io import atomic_write_text
 from ._vit import run_preset
 from .registry import Claim, FigureContext, FigureOutput, register
 
@@ -26,9 +25,7 @@ def make(ctx: FigureContext) -> FigureOutput:
     from ..vit.table import decoupling, table_html
 
     cfg, res = run_preset(ctx, "digits-shifted")
-    ctx.data_dir.mkdir(parents=True, exist_ok=True)
-    csv_path = ctx.data_dir / "table1.csv"
-    shutil.copyfile(res.table, csv_path)
+    csv_path = atomic_write_text(ctx.data_dir / "table1.csv", res.table.read_text())
     e = max(cfg.report_epochs)
     d = decoupling(res.rows, e)
     by_ck = {r["checkpoint"]: r for r in res.rows}

@@ -377,5 +377,7 @@ def plot_loss(ds: xr.Dataset, path) -> None:
     ax.set_ylabel("population loss")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path)
+    from ..io import atomic_savefig
+
+    atomic_savefig(fig, path)
     plt.close(fig)

@@ -69,6 +69,6 @@ def plot_run(out: str | Path, seeds: tuple[int, ...] | None = None,
                  f"on {'+'.join(lora.target_modules)}, {cfg.finetune.per_class}/class)")
     fig.tight_layout()
     path = Path(path) if path is not None else out / "figure.png"
-    atomic_savefig(fig, path, format="png", dpi=110)
+    atomic_savefig(fig, path, dpi=110)  # format from the suffix (.png, .pdf)
     plt.close(fig)
     return path

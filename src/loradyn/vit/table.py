@@ -124,15 +124,19 @@ def decoupling(rows: list[dict[str, Any]], epoch: int) -> dict[str, Any]:
     one, if source accuracy rises) not the one with the best downstream accuracy at
     ``epoch``? Returns the checkpoints, their accuracies and the verdict flags."""
     latest = max(rows, key=lambda r: r["checkpoint"])
-    best_src = max(rows, key=lambda r: r["source_acc_mean"])
     key = f"ft_acc_at_{epoch}_mean"
-    best_ft = max(rows, key=lambda r: r[key])
+    # on ties the latest checkpoint is preferred: a tie for the best downstream accuracy
+    # means the latest checkpoint *is* among the best, so the claim does not hold
+    best_src = max(rows, key=lambda r: (r["source_acc_mean"], r is latest))
+    best_ft = max(rows, key=lambda r: (r[key], r is latest))
+    has_best_source = latest["source_acc_mean"] >= best_src["source_acc_mean"]
+    not_best_downstream = best_ft[key] > latest[key]
     return {
         "latest": latest["checkpoint"],
         "best_source": best_src["checkpoint"],
         "best_downstream": best_ft["checkpoint"],
-        "latest_has_best_source": latest is best_src,
-        "latest_not_best_downstream": best_ft is not latest,
+        "latest_has_best_source": has_best_source,
+        "latest_not_best_downstream": not_best_downstream,
         "gap": best_ft[key] - latest[key],
-        "holds": latest is best_src and best_ft is not latest,
+        "holds": has_best_source and not_best_downstream,
     }

@@ -195,7 +195,11 @@ def prepare_run_dir(cfg: ExperimentConfig, out: str | Path) -> ExperimentConfig:
     stored config.
     """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LoradynError(f"cannot create the run directory {out}: {exc.strerror or exc}; "
+                           "choose another --out") from None
     p = out / "config.json"
     if p.exists():
         old = ExperimentConfig.from_dict(json.loads(p.read_text()))
