@@ -246,7 +246,7 @@ def test_config_validation_and_roundtrip():
            dict(steps=0), dict(teacher="nope"), dict(student="he99"), dict(label="cube"),
            dict(loss="l1"), dict(engine="fast"), dict(update="x"), dict(m0=2.0),
            dict(switch_step=3), dict(switch_label="identity"), dict(threshold=0.0),
-           dict(p0=0.1)]
+           dict(p0=0.1), dict(seed0=2**63), dict(seed0=2**63 - 2, seeds=3)]
     for kw in bad:
         with pytest.raises(LoradynError) as exc:
             RunConfig(**kw)

@@ -218,6 +218,11 @@ class RunConfig:
         s(self, "steps", _int("steps", self.steps, 1))
         s(self, "seeds", _int("seeds", self.seeds, 1))
         s(self, "seed0", _int("seed0", self.seed0, 0))
+        if self.seed0 + self.seeds - 1 > np.iinfo(np.int64).max:
+            raise LoradynError(
+                f"seed0 = {self.seed0} is too large: seeds are 64-bit integers, "
+                f"seed0 + seeds - 1 must be at most {np.iinfo(np.int64).max}"
+            )
         u0 = 1.0 / math.sqrt(self.d) if self.u0 is None else _float("u0", self.u0)
         s(self, "u0", u0)
         for name in ("m0", "p0"):
