@@ -166,6 +166,16 @@ def test_bad_inputs():
         hermite_coefficients("nope")
 
 
+@pytest.mark.parametrize("variance", [1e300, 1e-300])
+def test_extreme_variance_is_an_error_not_nan(variance):
+    """Q^(k/2) overflowing gave c_k = 0 or inf and NaN normalized coefficients."""
+    with pytest.raises(LoradynError, match="too far from 1") as exc:
+        hermite_coefficients("erf", variance=variance, kmax=10)
+    assert "\n" not in str(exc.value)
+    h = hermite_coefficients("erf", variance=1e6, kmax=10)  # large but representable
+    assert np.all(np.isfinite(h.coeffs)) and np.all(np.isfinite(h.normalized))
+
+
 def test_variance_accepts_numpy_numbers_and_rejects_text_in_one_line():
     """check_positive: numpy integers are numbers; a string is a LoradynError, not TypeError."""
     a = hermite_coefficients("he3", variance=np.int64(2), kmax=4)

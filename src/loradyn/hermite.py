@@ -228,7 +228,15 @@ def hermite_coefficients(
     norm = _sqrt_fact(kmax)
     err = float(np.max(np.abs(hi - lo) * norm)) if kmax >= 0 else 0.0
     k = np.arange(kmax + 1)
-    coeffs = hi / variance ** (k / 2.0)
+    with np.errstate(over="ignore", under="ignore"):
+        qk = float(variance) ** (k / 2.0)
+    if not np.all(np.isfinite(qk) & (qk > 0)):
+        # Q^(k/2) over- or underflows: c_k = inf or 0 and c_k sqrt(k! Q^k) = NaN
+        raise LoradynError(
+            f"variance = {variance:g} is too far from 1 for kmax = {kmax}: Q^(k/2) overflows; "
+            "choose Q closer to 1 or a smaller kmax"
+        )
+    coeffs = hi / qk
     return HermiteCoefficients(name, float(variance), coeffs, err, 2 * n)
 
 
