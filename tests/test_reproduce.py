@@ -171,6 +171,35 @@ def test_fig9_verdicts_follow_the_data(tmp_path, monkeypatch):
     assert v["P1-he3-prediction"] == "not-tested"
 
 
+@pytest.mark.parametrize("fid,cid", [("fig1", "L-later-escape"),
+                                     ("fig3", "A1-same-phenomenology"),
+                                     ("fig5", "E3-overtraining"), ("fig7", "E5-plateau")])
+def test_nothing_learned_is_not_a_monotone_trend(tmp_path, monkeypatch, fid, cid):
+    """A run where no mu escapes (all times inf) must not 'hold' an ordering in mu."""
+    import importlib
+
+    import numpy as np
+    import xarray as xr
+
+    from loradyn.config import RunConfig
+    from loradyn.reproduce import _common
+
+    def stuck(ctx, span=(0.0, 1.0), **config):
+        mus, steps = list(config["mu"]), np.arange(0, config["steps"] + 1, 100)
+        shape = (len(mus), 1, steps.size)
+        var = {k: (("mu", "seed", "step"), np.full(shape, v))
+               for k, v in (("m", 0.01), ("u", 0.0), ("p", 0.01), ("mse", 1.0))}
+        var["escape_step"] = (("mu", "seed"), np.full((len(mus), 1), -1))
+        var["escape_time"] = (("mu", "seed"), np.full((len(mus), 1), np.inf))
+        return xr.Dataset(var, coords={"mu": mus, "seed": [0], "step": steps},
+                          attrs={"config": RunConfig(**config).to_json()})
+
+    monkeypatch.setattr(_common, "simulate", stuck)
+    mod = importlib.import_module(f"loradyn.reproduce.{fid}")
+    out = mod.make(registry.FigureContext(out=tmp_path, scale="test"))
+    assert {c.id: c.verdict for c in out.claims}[cid] == "fails"
+
+
 def test_fig14_search_phase_verdict_fails_on_nan():
     import numpy as np
 

@@ -64,8 +64,8 @@ def make(ctx: FigureContext) -> FigureOutput:
         f"{C.fmt_list(half)} (inf: never within {s['steps']} steps); final |m|: "
         f"{C.fmt_list(m_end)}; relative MSE drop by step {int(steps[1])} at mu="
         f"{ds['mu'].values[0]:g}: {C.fmt(drop0)}",
-        "non-increasing in mu, with the smallest mu on a plateau",
-        C.is_monotone(half, False) and not np.isfinite(half[0]))]
+        "non-increasing in mu, with the smallest mu on a plateau and the largest past it",
+        C.is_monotone(half, False) and not np.isfinite(half[0]) and np.isfinite(half[-1]))]
     cap = (
         f"He_{K} teacher = student, one-pass spherical SGD at mu = {s['mus']}; learning rate "
         f"{s['lr']}/(K!K) = {s['lr'] / scale:.3g} (K!K = {int(scale)}), d={s['d']}, "
