@@ -130,6 +130,15 @@ def test_mu_zero_limit_of_kinked_student_is_infinite_not_extrapolated(teacher, s
     assert not np.any(np.isnan(r.tau)) and not np.any(np.isnan(r.lambda_plus))
 
 
+def test_overflowing_activation_is_an_error_not_nan():
+    """1e300*he3 overflows the quadrature: one-line error, not NaN rows with tau = inf."""
+    with pytest.raises(LoradynError, match="overflows") as exc:
+        tau("1e300*he3", [0.0, 0.5, 1.0])
+    assert "\n" not in str(exc.value)
+    with pytest.raises(LoradynError, match="overflows"):
+        singularities("1e300*he3")
+
+
 # ---- exact polynomials of b(mu) for pure He_K (independent of the quadrature)
 
 

@@ -127,13 +127,21 @@ def coefficients(
     a = np.empty_like(flat)
     b = np.empty_like(flat)
     pos = flat > 0
-    if np.any(pos):
-        a[pos], b[pos] = _ab_positive(pr, flat[pos], n)
-    if np.any(~pos):
-        a[~pos] = _a_at_zero(pr, n)
-        # b(0) = E[z g0(z)] with lambda = 0
-        _, b0 = _ab_positive(pr, np.array([1e-300]), n)
-        b[~pos] = b0[0]
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.any(pos):
+            a[pos], b[pos] = _ab_positive(pr, flat[pos], n)
+        if np.any(~pos):
+            a[~pos] = _a_at_zero(pr, n)
+            # b(0) = E[z g0(z)] with lambda = 0
+            _, b0 = _ab_positive(pr, np.array([1e-300]), n)
+            b[~pos] = b0[0]
+    # a = +-inf is the mu = 0 limit of a kinked student; anything else non-finite is overflow
+    if np.any(np.isnan(a)) or not np.all(np.isfinite(b)) or np.any(np.isinf(a[pos])):
+        bad = float(flat[np.argmax(np.isnan(a) | ~np.isfinite(b) | (np.isinf(a) & pos))])
+        raise LoradynError(
+            f"a(mu) or b(mu) overflows at mu = {bad:g} for {pr.describe()}: the activation or "
+            "label values exceed double precision; rescale the activation"
+        )
     shape = np.shape(mu)
     return a.reshape(shape), b.reshape(shape)
 
