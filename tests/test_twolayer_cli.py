@@ -62,6 +62,7 @@ def test_simulate_json_out_and_plot(tmp_path):
     [(["tau", "-a", "relu", "--mu", "0.5"], "linear and he2-norm"),
      (["tau", "--mu", "0.5,abc"], "comma list"),
      (["tau", "--mu", "0.5", "--rank", "0"], "integers >= 1"),
+     (["tau", "--mu", "0.5,0.5", "--rank", "1e9"], "Jacobian"),  # was a MemoryError
      (["simulate", "--engine", "fast"], "engine"),
      (["simulate", "--mu", "0.5,1.2"], "mu")],
 )

@@ -161,8 +161,10 @@ def test_cli_run_steps_and_errors(tmp_path, capsys):
     blocker.write_text("not a directory")
     assert cli("vit", "run", "--preset", "digits-shifted", "--scale", "smoke", "--out",
                str(blocker), "--device", "cpu") == 2  # --out is a file
+    assert cli("vit", "finetune", *base, "--checkpoints", ",") == 2  # was: nothing, exit 0
+    assert cli("vit", "run", *base, "--threads", "-1") == 2  # was silently ignored
     err = capsys.readouterr().err
-    assert err.count("error:") == 5 and "Traceback" not in err
+    assert err.count("error:") == 7 and "Traceback" not in err
 
 
 def _rows(src, ft):

@@ -68,15 +68,20 @@ def _config(preset: str, scale: str, config: Path | None, seeds: str | None):
 
 def _ints(text: str, what: str) -> tuple[int, ...]:
     try:
-        return tuple(int(t) for t in text.split(",") if t.strip())
+        vals = tuple(int(t) for t in text.split(",") if t.strip())
     except ValueError:
         raise LoradynError(f"{what} must be comma-separated integers, got {text!r}") from None
+    if not vals:
+        raise LoradynError(f"{what} is empty: give comma-separated integers, e.g. 0,1,2")
+    return vals
 
 
 @contextlib.contextmanager
 def _bar(label: str, threads: int) -> Iterator:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    if threads < 0:
+        raise LoradynError(f"--threads must be >= 0 (0: torch's default), got {threads}")
     if threads > 0:
         import torch
 

@@ -74,6 +74,10 @@ def search_matrices(activation: str, mu: Array, norm: str = "none") -> tuple[Arr
     return -(GP + 2.0 * GQ @ D), 2.0 * GQ
 
 
+# largest Jacobian size (2 K r) whose dense eigenvalues :func:`tau` computes (seconds)
+MAX_JACOBIAN = 2000
+
+
 def jacobian(activation: str, mu: Array, rank: int, *, norm: str = "none",
              gram: Array | None = None) -> Array:
     r"""The ``2Kr x 2Kr`` matrix of the linearized flow on ``(vec A, vec M)``.
@@ -152,6 +156,13 @@ def tau(activation: str, mu: Array, ranks: Array | int, *, norm: str = "none") -
     if not np.all(np.equal(np.mod(rk, 1), 0)) or np.any(rk < 1):
         raise LoradynError(f"rank = {rk.tolist()} is invalid: give integers >= 1")
     rk = rk.astype(int)
+    n_max = 2 * mu_arr.size * int(rk.max())
+    if n_max > MAX_JACOBIAN:
+        r_max = MAX_JACOBIAN // (2 * mu_arr.size)
+        raise LoradynError(
+            f"rank = {int(rk.max())} with K = {mu_arr.size} needs a {n_max} x {n_max} Jacobian: "
+            f"choose ranks <= {r_max} (tau of the linear model does not depend on the rank)"
+        )
     lam = np.array([search_rate(act, mu_arr, int(r), norm=norm) for r in rk])
     with np.errstate(divide="ignore"):
         t = np.where(lam > 0, 1.0 / np.where(lam > 0, lam, 1.0), np.inf)
