@@ -156,6 +156,9 @@ def test_cli_malformed_scheduler_address_is_one_line_error(tmp_path, capsys, add
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: cannot connect to the Dask scheduler") and "\n" not in err
+    import dask
+
+    assert dask.config.get("scheduler", None) is None  # the failed Client left no global state
 
 
 # --------------------------------------------------------------------------- run and collect

@@ -67,6 +67,27 @@ def _error_record(task: Task, info: Mapping[str, Any], spec: SweepSpec) -> dict[
     }
 
 
+def _check_address(scheduler: str) -> None:
+    """Reject a malformed tcp/tls scheduler address before any Client is built.
+
+    A ``Client`` whose constructor raises leaves dask's global state behind (scheduler
+    config, event loop), so the address is parsed first: ``foo`` or ``tcp://host:x`` is a
+    one-line user error instead of a ``ValueError`` traceback.
+    """
+    from distributed.comm.addressing import get_address_host_port, parse_address
+
+    try:
+        scheme, _ = parse_address(scheduler)
+        if scheme in ("tcp", "tls"):
+            get_address_host_port(scheduler)
+    except (ValueError, TypeError) as exc:
+        msg = " ".join(str(exc).split())
+        raise LoradynError(
+            f"cannot connect to the Dask scheduler at {scheduler!r}: {msg} "
+            "(give an address like tcp://host:8786)"
+        ) from None
+
+
 @contextlib.contextmanager
 def _client(workers: int | None, scheduler: str | None, n_tasks: int) -> Iterator[Any]:
     try:
@@ -77,13 +98,12 @@ def _client(workers: int | None, scheduler: str | None, n_tasks: int) -> Iterato
         ) from exc
     with contextlib.ExitStack() as stack:
         if scheduler is not None:
+            _check_address(scheduler)
             try:
                 client = stack.enter_context(Client(scheduler, timeout="30s"))
-            except (OSError, ValueError, TypeError) as exc:  # unreachable or malformed address
-                msg = " ".join(str(exc).split())
+            except OSError as exc:
                 raise LoradynError(
-                    f"cannot connect to the Dask scheduler at {scheduler!r}: {msg} "
-                    "(give an address like tcp://host:8786)"
+                    f"cannot connect to the Dask scheduler at {scheduler!r}: {exc}"
                 ) from None
         else:
             n = workers if workers is not None else min(os.cpu_count() or 1, n_tasks)
