@@ -53,6 +53,13 @@ def test_tau_table_and_plot(capsys, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_tau_missing_plot_folder_prints_only_the_error(capsys, tmp_path):
+    code, out, err = run(["tau", "--teacher", "erf", "--mu", "0.5", "-f", "csv",
+                          "--plot", str(tmp_path / "missing" / "tau.png")], capsys)
+    assert code == 2 and out == ""  # no table printed before the error
+    assert err.startswith("error: ") and "does not exist" in err
+
+
 def test_correlation_loss_option(capsys):
     code, out, _ = run(["tau", "-t", "linear", "--loss", "correlation", "--mu", "0.1,0.9",
                         "-f", "csv"], capsys)

@@ -94,3 +94,21 @@ def test_cli_run_too_large_for_memory_is_one_line_error(exc, capsys, monkeypatch
     assert info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and "memory" in err[0]
+
+
+@pytest.mark.parametrize("option", ["--out", "--plot"])
+def test_cli_missing_output_folder_is_reported_before_the_run(option, tmp_path, capsys,
+                                                               monkeypatch):
+    """A long run must not be computed and then lost because --out's folder is missing."""
+    import loradyn.engines
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("simulate ran before the output folder was checked")
+
+    monkeypatch.setattr(loradyn.engines, "simulate", must_not_run)
+    with pytest.raises(SystemExit) as info:
+        main(["simulate", "--teacher", "linear", "--steps", "10",
+              option, str(tmp_path / "missing" / "run.x")])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "does not exist" in err[0]

@@ -16,6 +16,7 @@ import typer
 
 from ..config import RunConfig
 from ..errors import LoradynError
+from ..io import require_folder
 from ._app import app
 
 FORMATS = ("table", "json")
@@ -68,6 +69,9 @@ def simulate_cmd(
     if f not in FORMATS:
         raise LoradynError(f"unknown format {fmt!r}: choose table or json")
     mus = parse_mu_spec(mu)
+    for path in (out, plot):  # a missing folder is reported before the run, not after it
+        if path:
+            require_folder(path)
     cfg = RunConfig(
         teacher=teacher,
         student=student,

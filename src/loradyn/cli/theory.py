@@ -16,6 +16,7 @@ import typer
 
 from ..errors import LoradynError
 from ..hermite import hermite_coefficients
+from ..io import require_folder
 from ..linearization import parse_mu_spec, plot_tau, singularities, tau
 from ._app import app
 
@@ -78,6 +79,8 @@ def tau_cmd(
     """Characteristic time tau(mu) of the correlated search phase (with a, b, lambda_plus)."""
     f = _check_format(fmt)
     mus = parse_mu_spec(mu)
+    if plot:
+        require_folder(plot)  # before any output, so a bad path prints only the error
     res = tau(teacher, mus, student=student, label=label, loss=loss, units=units)
     cols = ["mu", "a", "b", "lambda_plus", "tau"]
     meta = {"problem": res.problem, "units": res.units, "scale": res.scale}
