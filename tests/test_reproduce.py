@@ -225,13 +225,18 @@ def test_cli_unknown_figure(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error: unknown figure id 'fig99'")
     r = _cli("--scale", "huge", "--out", str(tmp_path))
     assert r.returncode == 2 and r.stderr.strip().startswith("error:")
+
+
+def test_cli_bad_input_is_one_line(tmp_path, capsys):
+    from loradyn.cli import main
+
+    (tmp_path / "f").write_text("a file")
     for bad in (("--engine", "gpu"), ("--only", ",,"), ("--out", str(tmp_path / "f" / "sub"))):
-        (tmp_path / "f").write_text("a file")
-        args = ("--out", str(tmp_path / "o"), "--only", "fig6", *bad)
-        r = _cli(*args)
-        assert r.returncode == 2, r.stderr
-        lines = r.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("error:"), r.stderr
+        with pytest.raises(SystemExit) as exc:
+            main(["reproduce", "--out", str(tmp_path / "o"), "--only", "fig6", *bad])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error:"), err
 
 
 def test_cli_runs_one_figure(tmp_path):

@@ -123,11 +123,6 @@ def log_factor(d: int, radius: float = ESCAPE_RADIUS) -> float:
     return 0.5 * math.log(d) + math.log(radius)
 
 
-def mu_grid(lo: float, hi: float, n: int) -> np.ndarray:
-    """An evenly spaced grid of alignments."""
-    return np.linspace(lo, hi, n)
-
-
 def pick(scale: str, **by_scale):
     """The setting for ``scale`` (``test`` falls back to ``quick``)."""
     if scale in by_scale:

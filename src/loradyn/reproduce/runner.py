@@ -149,7 +149,8 @@ def _order(id: str) -> tuple[int, int]:
 
 
 def expected_seconds(scale: str, ids: list[str] | None = None) -> float | None:
-    """Sum of the figures' own run-time estimates (``ESTIMATE`` dicts), if all known."""
+    """Sum of the figures' own run-time estimates (``ESTIMATE`` dicts); a figure without
+    one for ``scale`` counts 0."""
     discover()
     total = 0.0
     for spec in registered():

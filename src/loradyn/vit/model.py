@@ -70,11 +70,6 @@ def head_of(model):
     return m.head
 
 
-def trainable_parameters(model) -> dict[str, int]:
-    """Names and sizes of the parameters with ``requires_grad``."""
-    return {n: p.numel() for n, p in model.named_parameters() if p.requires_grad}
-
-
 def check_trainable(model) -> dict[str, int]:
     """Assert that only LoRA adapters and the head are trainable, and log the counts.
 
