@@ -201,6 +201,26 @@ def _sign(u: Array) -> Array:
     return np.where(u < 0, -1.0, 1.0)
 
 
+def gaussian_params(
+    u: Array, m: Array, mu: Array, p: Array | None = None
+) -> tuple[Array, Array, Array]:
+    r"""``(c, s, Q)`` of :math:`\lambda = c z^* + s\eta` at ``(u, m[, p])`` (arrays broadcast).
+
+    Aligned: :math:`c = \mu + um`, :math:`Q = \mu^2 + 2\mu u m + u^2`,
+    :math:`s = |u|\sqrt{1-m^2}`. Misaligned (``p`` given):
+    :math:`Q = 1 + u^2 + 2u(\mu m + \sqrt{1-\mu^2}\,p)`, :math:`s = \sqrt{Q - c^2}`.
+    ``m`` is clipped to [-1, 1].
+    """
+    m = np.clip(m, -1.0, 1.0)
+    c = mu + u * m
+    if p is None:
+        Q = mu * mu + 2.0 * mu * u * m + u * u
+        return c, np.abs(u) * np.sqrt(np.maximum(1.0 - m * m, 0.0)), Q
+    nu = np.sqrt(np.maximum(1.0 - mu * mu, 0.0))
+    Q = 1.0 + u * u + 2.0 * u * (mu * m + nu * p) - (1.0 - mu * mu - nu * nu)
+    return c, np.sqrt(np.maximum(Q - c * c, 0.0)), Q
+
+
 def population(
     problem: Problem,
     u: Array | float,
@@ -240,17 +260,14 @@ def population(
     check_mu(mu)
     u, m, mu = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (u, m, mu)))
     m = np.clip(m, -1.0, 1.0)
-    c = mu + u * m
+    if p is not None:
+        p = np.broadcast_to(np.asarray(p, dtype=float), u.shape)
+    c, s, Q = gaussian_params(u, m, mu, p)
     if p is None:
-        Q = mu * mu + 2.0 * mu * u * m + u * u
-        s = np.abs(u) * np.sqrt(np.maximum(1.0 - m * m, 0.0))
         kz = _sign(u) * np.sqrt(np.maximum(1.0 - m * m, 0.0))
         kv = np.zeros_like(u)
     else:
-        p = np.broadcast_to(np.asarray(p, dtype=float), u.shape)
         nu = np.sqrt(np.maximum(1.0 - mu * mu, 0.0))
-        Q = 1.0 + u * u + 2.0 * u * (mu * m + nu * p) - (1.0 - mu * mu - nu * nu)
-        s = np.sqrt(np.maximum(Q - c * c, 0.0))
         safe = np.where(s > 1e-300, s, 1.0)
         kz = np.where(s > 1e-300, (mu * m + nu * p + u - c * m) / safe, 0.0)
         kv = np.where(s > 1e-300, (nu + u * p) / safe, 0.0)

@@ -131,17 +131,6 @@ def _mse_nodes(config: RunConfig) -> int | None:
     return max(t, s) + 2
 
 
-def _cs(u: Array, m: Array, mu: Array, p: Array | None) -> tuple[Array, Array]:
-    """``c = Cov(z*, lambda)`` and ``s = sqrt(Var(lambda) - c^2)`` (as in population)."""
-    m = np.clip(m, -1.0, 1.0)
-    c = mu + u * m
-    if p is None:
-        return c, np.abs(u) * np.sqrt(np.maximum(1.0 - m * m, 0.0))
-    nu = np.sqrt(np.maximum(1.0 - mu * mu, 0.0))
-    Q = 1.0 + u * u + 2.0 * u * (mu * m + nu * p) - (1.0 - mu * mu - nu * nu)
-    return c, np.sqrt(np.maximum(Q - c * c, 0.0))
-
-
 def exact_mse(config: RunConfig, u: Array, m: Array, mu: Array, p: Array | None) -> Array:
     r"""Exact test MSE :math:`E[(\sigma(\lambda) - y)^2]/2` at many points, by quadrature.
 
@@ -149,6 +138,7 @@ def exact_mse(config: RunConfig, u: Array, m: Array, mu: Array, p: Array | None)
     but only the squared residual is integrated, in chunks of :data:`MSE_CHUNK` points.
     """
     from ..gaussian import rule_2d
+    from ..population import gaussian_params
 
     prob = config.problem(config.final_label)
     nodes = _mse_nodes(config) or prob.nodes
@@ -162,7 +152,7 @@ def exact_mse(config: RunConfig, u: Array, m: Array, mu: Array, p: Array | None)
     with np.errstate(over="ignore", invalid="ignore"):
         for a in range(0, uf.size, MSE_CHUNK):
             sl = slice(a, a + MSE_CHUNK)
-            c, s = _cs(uf[sl], mf[sl], muf[sl], None if pf is None else pf[sl])
+            c, s, _ = gaussian_params(uf[sl], mf[sl], muf[sl], None if pf is None else pf[sl])
             rule = rule_2d(c, s, tg.kinks, st.kinks, nodes)
             lam = c[:, None, None] * rule.zs + s[:, None, None] * rule.eta
             r = st.f(lam) - tg.y(rule.zs)
