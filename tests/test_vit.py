@@ -233,6 +233,11 @@ def test_presets_and_config_roundtrip():
     assert a.work_key() != b.work_key()
     with pytest.raises(LoradynError):
         get_preset("digits-shifted", "huge")
+    # hand-edited JSON of the wrong shape or type: one-line errors, not TypeError/ValueError
+    with pytest.raises(LoradynError, match="invalid experiment config"):
+        ExperimentConfig.from_dict([1, 2])
+    with pytest.raises(LoradynError, match="seeds must be a list of integers"):
+        ExperimentConfig.from_dict({**a.to_dict(), "seeds": "abc"})
     with pytest.raises(LoradynError, match="multiple of patch_size"):
         ViTSpec(img_size=8, patch_size=3)
     with pytest.raises(LoradynError, match="report epochs"):

@@ -186,6 +186,11 @@ class ExperimentConfig:
     scale: str = "paper"
 
     def __post_init__(self) -> None:
+        for name in ("seeds", "report_epochs"):
+            v = getattr(self, name)
+            if not isinstance(v, tuple | list) or not all(
+                    isinstance(x, int) and not isinstance(x, bool) for x in v):
+                raise LoradynError(f"{name} must be a list of integers, got {v!r}")
         if not self.seeds:
             raise LoradynError("give at least one seed")
         if len(set(self.seeds)) != len(self.seeds):
@@ -214,8 +219,8 @@ class ExperimentConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ExperimentConfig:
-        d = dict(d)
         try:
+            d = dict(d)
             ft = dict(d["finetune"])
             ft["lora"] = _build(LoraSpec, ft.get("lora", {}))
             d["finetune"] = _build(FinetuneSpec, ft)
@@ -224,8 +229,12 @@ class ExperimentConfig:
             d["vit"] = _build(ViTSpec, d["vit"])
             d["pretrain"] = _build(PretrainSpec, d["pretrain"])
             return _build(cls, d)
+        except LoradynError:
+            raise
         except KeyError as exc:
             raise LoradynError(f"experiment config lacks the field {exc}") from None
+        except (TypeError, ValueError) as exc:  # wrong JSON shape or value type
+            raise LoradynError(f"invalid experiment config: {exc}") from None
 
     def work_key(self) -> str:
         """Hash of everything that determines the trained models (not seeds, not reports).
