@@ -90,15 +90,15 @@ def test_cifar10_pickle_batches(tmp_path):
 def test_svhn_mat_files(tmp_path):
     from scipy.io import savemat
 
-    for split, n in (("train", 7), ("test", 3)):
+    for split, n in (("train", 12), ("test", 3)):
         X = _images(n, (32, 32, 3), n).transpose(1, 2, 3, 0)  # (32, 32, 3, N)
         y = (1 + np.arange(n) % 10).reshape(-1, 1)  # 1..10, 10 = digit 0
         savemat(tmp_path / f"{split}_32x32.mat", {"X": X, "y": y})
     x, y = load_raw("svhn", True, tmp_path)
-    X = _images(7, (32, 32, 3), 7)
-    assert x.shape == (7, 3, 32, 32)
+    X = _images(12, (32, 32, 3), 12)
+    assert x.shape == (12, 3, 32, 32)
     np.testing.assert_allclose(x[2] * 255, X[2].transpose(2, 0, 1), atol=1e-3)
-    assert list(y) == [1, 2, 3, 4, 5, 6, 7]
+    assert list(y) == [1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1, 2]  # the label 10 is the digit 0
     _, yt = load_raw("svhn", False, tmp_path)
     assert list(yt) == [1, 2, 3]
     with pytest.raises(LoradynError, match="svhn not found"):
