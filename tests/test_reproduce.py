@@ -104,6 +104,25 @@ def test_import_error_is_pending(tmp_path, monkeypatch):
     assert "cannot import" in res.items[0].reason
 
 
+def test_requirement_missing_at_run_time_is_pending(tmp_path, monkeypatch):
+    """A figure raising ImportError itself (fig10/11: no data or GPU) is pending with its
+    own reason; a missing module is reported as 'cannot import'."""
+    def needs_data(ctx):
+        raise ImportError("needs the cifar10 files and a GPU")
+
+    def needs_module(ctx):
+        import no_such_module_for_loradyn_tests  # noqa: F401
+
+    monkeypatch.setitem(registry._FIGURES, "fig10",
+                        registry.FigureSpec("fig10", "t", needs_data, order=10))
+    monkeypatch.setitem(registry._FIGURES, "fig11",
+                        registry.FigureSpec("fig11", "t", needs_module, order=11))
+    res = reproduce(tmp_path, scale="test", only="fig10,fig11", progress=False)
+    reason = {i.id: (i.status, i.reason) for i in res.items}
+    assert reason["fig10"] == ("pending", "needs the cifar10 files and a GPU")
+    assert reason["fig11"][0] == "pending" and reason["fig11"][1].startswith("cannot import")
+
+
 def test_failure_is_reported_not_raised(tmp_path, monkeypatch):
     def boom(ctx):
         raise RuntimeError("broken figure")

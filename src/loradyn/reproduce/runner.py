@@ -291,7 +291,9 @@ def reproduce(
                 item = ItemResult(spec.id, spec.title, "done", fo, time.perf_counter() - t1)
             except ImportError as exc:
                 item = ItemResult(spec.id, spec.title, "pending", None, time.perf_counter() - t1,
-                                  f"cannot import: {exc}")
+                                  # a missing module names itself; a figure's own
+                                  # ImportError (no data, no GPU) says what it needs
+                                  f"cannot import: {exc}" if exc.name else str(exc))
             except Exception as exc:
                 tb = traceback.format_exc()
                 atomic_write_text(out / f"{spec.id}.error.txt", tb, mkdir=False)
