@@ -75,6 +75,15 @@ def test_digits_end_to_end_and_rerun_skips(tmp_path, monkeypatch):
     d = decoupling(res.rows, 3)
     assert d["latest"] == 3 and isinstance(d["holds"], bool)
 
+    # two sweep workers that merge their seed into config.json at once can drop one seed
+    # there; the table still counts every finished fine-tune
+    stored = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**stored, "seeds": [0]}))
+    from loradyn.vit.table import table_rows
+
+    assert [r["n_seeds"] for r in table_rows(tmp_path)] == [2, 2]
+    (tmp_path / "config.json").write_text(json.dumps(stored))
+
     # a rerun trains nothing
     def boom(*a, **k):
         raise AssertionError("a finished run was retrained")

@@ -180,7 +180,8 @@ def finetune_cmd(
 @vit_app.command("table")
 def table_cmd(
     out: Path = OUT,
-    seeds: str = typer.Option(None, "--seeds", help="seeds to average (default: all stored)"),
+    seeds: str = typer.Option(None, "--seeds",
+                              help="seeds to average (default: all stored or finished)"),
     allow_missing: bool = typer.Option(False, "--allow-missing",
                                        help="summarize finished fine-tunes only"),
     figure: bool = typer.Option(True, "--figure/--no-figure", help="also draw DIR/figure.png"),

@@ -27,7 +27,7 @@ def plot_run(out: str | Path, seeds: tuple[int, ...] | None = None,
 
     out = Path(out)
     cfg, res = collect(out, seeds, allow_missing)
-    seeds = tuple(cfg.seeds if seeds is None else seeds)
+    seeds = tuple(sorted({s for _, s in res})) if seeds is None else tuple(seeds)
     hists = []
     for p in sorted({cfg.pretrain_seed_for(s) for s in seeds}):
         h = pretrain_dir(out, p) / "history.nc"

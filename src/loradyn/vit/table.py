@@ -13,6 +13,7 @@ import csv
 import html
 import io
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +29,17 @@ def _mean_std(v: list[float]) -> tuple[float, float]:
 
 def collect(out: str | Path, seeds: tuple[int, ...] | None = None,
             allow_missing: bool = False) -> tuple[Any, dict[tuple[int, int], Any]]:
-    """The stored config and the finished fine-tune datasets keyed by (checkpoint, seed)."""
+    """The stored config and the finished fine-tune datasets keyed by (checkpoint, seed).
+
+    ``seeds=None``: the stored seeds and every seed with a finished fine-tune on disk."""
     from .train import _load_nc, finetune_path, load_run_config
 
     out = Path(out)
     cfg = load_run_config(out)
-    seeds = tuple(cfg.seeds if seeds is None else seeds)
+    if seeds is None:
+        # the stored seeds plus those with a finished fine-tune: sweep workers that start
+        # together each merge their seed into config.json, and the last write can drop one
+        seeds = tuple(sorted(set(cfg.seeds) | finished_seeds(out)))
     res, missing = {}, []
     for c in cfg.pretrain.checkpoints:
         for s in seeds:
@@ -48,6 +54,13 @@ def collect(out: str | Path, seeds: tuple[int, ...] | None = None,
             "run 'loradyn vit run' or 'vit finetune' first"
         )
     return cfg, res
+
+
+def finished_seeds(out: str | Path) -> set[int]:
+    """Fine-tuning seeds with at least one finished fine-tune under ``out/finetune``."""
+    pat = re.compile(r"^p-?\d+_ckpt\d+_seed(-?\d+)\.nc$")
+    found = (pat.match(p.name) for p in (Path(out) / "finetune").glob("*.nc"))
+    return {int(m.group(1)) for m in found if m}
 
 
 def table_rows(out: str | Path, seeds: tuple[int, ...] | None = None,
