@@ -171,3 +171,13 @@ def test_default_nodes_make_noise_moment_exact_for_high_degree_polynomials():
     for name in ("h", "loss", "du", "dm"):
         a, b = float(getattr(auto, name)), float(getattr(ref, name))
         assert a == pytest.approx(b, rel=1e-10), name
+
+
+def test_with_label_keeps_an_explicit_node_count():
+    from loradyn.population import make_problem
+
+    pr = make_problem("he3", nodes=200)
+    sq = pr.with_label("square")
+    assert sq.target.label.name == "square" and sq.nodes == 200
+    auto = make_problem("he3", label="square").nodes
+    assert make_problem("he3").with_label("square").nodes == auto

@@ -289,3 +289,11 @@ def test_dense_and_reduced_agree_in_law_many_seeds(act, update):
         # a diverged trajectory (NaN) counts as an arbitrarily large loss
         l1, l2 = (np.nan_to_num(x.loss.sel(step=step).values, nan=1e300) for x in (dense, red))
         assert stats.ks_2samp(l1, l2).pvalue > 0.01
+
+
+def test_exit_time_at_the_radius_is_zero_not_nan():
+    """d = 4 puts the start 1/sqrt(d) = 0.5 on the radius: exit time 0, even for tau = inf."""
+    from loradyn.twolayer.linearization import exit_time
+
+    assert exit_time(np.inf, 4, 0.5) == 0.0
+    assert exit_time(2.0, 1000, 0.5) == pytest.approx(2.0 * (0.5 * np.log(1000) + np.log(0.5)))

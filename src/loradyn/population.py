@@ -78,7 +78,8 @@ class Problem:
 
     def with_label(self, label: str | None) -> Problem:
         """The same problem with another label transform (two-stage schedules)."""
-        return make_problem(self.teacher, self.student, label=label, loss=self.loss)
+        other = make_problem(self.teacher, self.student, label=label, loss=self.loss)
+        return other.with_nodes(max(self.nodes, other.nodes))
 
 
 def _auto_nodes(target: Target, student: Activation, label: str) -> int:

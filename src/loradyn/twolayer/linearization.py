@@ -171,8 +171,14 @@ def tau(activation: str, mu: Array, ranks: Array | int, *, norm: str = "none") -
 
 
 def exit_time(tau_value: Array | float, d: int, radius: float = 0.5) -> Array:
-    r"""Predicted exit time :math:`\tau\log(R\sqrt d)` (ODE time; divide by ``lr`` for steps)."""
-    return np.asarray(tau_value, dtype=float) * (0.5 * math.log(d) + math.log(radius))
+    r"""Predicted exit time :math:`\tau\log(R\sqrt d)` (ODE time; divide by ``lr`` for steps).
+
+    The same prediction as the single-index model's, :func:`loradyn.linearization.exit_time`
+    (0 when the start is already at the radius, never ``inf * 0``).
+    """
+    from ..linearization import exit_time as _exit_time
+
+    return _exit_time(tau_value, d, radius)
 
 
 def linear_exit_time(
