@@ -45,6 +45,49 @@ class EngineOutput:
     attrs: dict = field(default_factory=dict)
 
 
+class GroupCollector:
+    """Gathers the trajectories of an SGD engine, run in groups of flat ``(mu, seed)`` slices.
+
+    The flat index is ``mu_index * seeds + seed_index``; :meth:`output` reshapes every array
+    to ``[mu, seed, record]`` (``[mu, seed]`` for per-trajectory values).
+    """
+
+    def __init__(self, config: RunConfig, misaligned: bool) -> None:
+        self.config = config
+        self.shape2 = (config.mus.size, config.seeds)
+        n, n_rec = config.mus.size * config.seeds, config.record_steps.size
+        self.U = np.empty((n, n_rec))
+        self.M = np.empty((n, n_rec))
+        self.P = np.empty((n, n_rec)) if misaligned else None
+        self.esc = np.empty(n, dtype=np.int64)
+        self.dstep = np.empty(n, dtype=np.int64)
+        self.sw = np.empty(n, dtype=np.int64)
+
+    def add(self, sl: slice, tracker: StepTracker, switch_step: Array) -> None:
+        """Store the finished group ``sl`` (its tracker and two-stage switch steps)."""
+        self.U[sl], self.M[sl] = tracker.U, tracker.M
+        if self.P is not None and tracker.P is not None:
+            self.P[sl] = tracker.P
+        self.esc[sl], self.dstep[sl], self.sw[sl] = tracker.escape, tracker.div_step, switch_step
+
+    def output(self, backend: str, attrs: dict | None = None) -> EngineOutput:
+        """The :class:`EngineOutput` of every group added so far."""
+        s2 = self.shape2
+        s3 = s2 + (self.U.shape[1],)
+        return EngineOutput(
+            u=self.U.reshape(s3),
+            m=self.M.reshape(s3),
+            p=None if self.P is None else self.P.reshape(s3),
+            seeds=self.config.seed_list,
+            escape_step=self.esc.reshape(s2),
+            diverged=(self.dstep >= 0).reshape(s2),
+            diverge_step=self.dstep.reshape(s2),
+            switch_step=self.sw.reshape(s2) if self.config.two_stage else None,
+            backend=backend,
+            attrs=dict(attrs or {}),
+        )
+
+
 class StepTracker:
     """Per-step bookkeeping shared by the SGD engines (escape, divergence, recording).
 

@@ -35,7 +35,7 @@ import numpy as np
 
 from ..config import RunConfig
 from ._common import STREAM_DENSE, Labels, Schedule, seed_sequence, tick, trajectory_rngs
-from ._layout import EngineOutput, StepTracker
+from ._layout import EngineOutput, GroupCollector, StepTracker
 
 Array = np.ndarray
 
@@ -85,13 +85,7 @@ def run_dense(
     mu_flat = np.repeat(config.mus, n_seed)
     seeds_flat = np.tile(config.seed_list, n_mu)
     group = int(max(1, MAX_BUFFER_FLOATS // (config.batch * config.d)))
-    n_rec = config.record_steps.size
-    U = np.empty((n, n_rec))
-    M = np.empty((n, n_rec))
-    P = np.empty((n, n_rec)) if mis else None
-    esc = np.empty(n, dtype=np.int64)
-    dstep = np.empty(n, dtype=np.int64)
-    sw = np.empty(n, dtype=np.int64)
+    out = GroupCollector(config, mis)
     backend = config.backend
     label = "numpy"
     for a in range(0, n, group):
@@ -102,22 +96,8 @@ def run_dense(
             )
         else:
             tr, sched = _group_numpy(config, rngs[sl], mu_flat[sl], progress, (a, n))
-        U[sl], M[sl] = tr.U, tr.M
-        if P is not None and tr.P is not None:
-            P[sl] = tr.P
-        esc[sl], dstep[sl], sw[sl] = tr.escape, tr.div_step, sched.switch_step
-    shape2, shape3 = (n_mu, n_seed), (n_mu, n_seed, n_rec)
-    return EngineOutput(
-        u=U.reshape(shape3),
-        m=M.reshape(shape3),
-        p=None if P is None else P.reshape(shape3),
-        seeds=config.seed_list,
-        escape_step=esc.reshape(shape2),
-        diverged=(dstep >= 0).reshape(shape2),
-        diverge_step=dstep.reshape(shape2),
-        switch_step=sw.reshape(shape2) if config.two_stage else None,
-        backend=label,
-    )
+        out.add(sl, tr, sched.switch_step)
+    return out.output(label)
 
 
 def _group_numpy(config, rngs, mu, progress, where):

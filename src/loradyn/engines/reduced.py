@@ -76,7 +76,7 @@ from ._common import (
     tick,
     trajectory_rngs,
 )
-from ._layout import EngineOutput, StepTracker
+from ._layout import EngineOutput, GroupCollector, StepTracker
 
 Array = np.ndarray
 
@@ -177,35 +177,13 @@ def run_reduced(
         K = int(max(1, min(64, _BLOCK_FLOATS // (k * config.batch))))
         per_traj = K * k * config.batch
     group = int(max(1, _GROUP_FLOATS // per_traj))
-    n_rec = config.record_steps.size
-    U = np.empty((n, n_rec))
-    M = np.empty((n, n_rec))
-    P = np.empty((n, n_rec)) if mis else None
-    esc = np.empty(n, dtype=np.int64)
-    dstep = np.empty(n, dtype=np.int64)
-    sw = np.empty(n, dtype=np.int64)
+    out = GroupCollector(config, mis)
     for a in range(0, n, group):
         sl = slice(a, min(n, a + group))
         fn = _run_group_gram if sampler == "gram" else _run_group_samples
         tr, sched = fn(config, rngs[sl], mu_flat[sl], K, progress, (a, n))
-        U[sl], M[sl] = tr.U, tr.M
-        if P is not None and tr.P is not None:
-            P[sl] = tr.P
-        esc[sl], dstep[sl], sw[sl] = tr.escape, tr.div_step, sched.switch_step
-    shape2 = (n_mu, n_seed)
-    shape3 = (n_mu, n_seed, n_rec)
-    return EngineOutput(
-        u=U.reshape(shape3),
-        m=M.reshape(shape3),
-        p=None if P is None else P.reshape(shape3),
-        seeds=config.seed_list,
-        escape_step=esc.reshape(shape2),
-        diverged=(dstep >= 0).reshape(shape2),
-        diverge_step=dstep.reshape(shape2),
-        switch_step=sw.reshape(shape2) if config.two_stage else None,
-        backend="numpy",
-        attrs={"sampler": sampler},
-    )
+        out.add(sl, tr, sched.switch_step)
+    return out.output("numpy", {"sampler": sampler})
 
 
 def _init(config: RunConfig, rngs: list[np.random.Generator], mis: bool):
