@@ -199,10 +199,30 @@ def _init(config: RunConfig, rngs: list[np.random.Generator], mis: bool):
     return u, m, p
 
 
+def _accept(config, tr, step, u, m, p, r, grads, chi, gz):
+    """One exact step from the batch statistics, with divergence check and recording.
+
+    ``grads = (A, V, E, S2)`` are the projections of the weight gradient (theory.md
+    section 7); ``gz = sum_i g_i z_i``, so ``u' = u - lr * gz / batch``. Trajectories whose
+    candidate state is not finite are frozen by ``tr.check``.
+    """
+    A, V, E, S2 = grads
+    m_new, p_new = sphere_step(config, m, p, r, A, V, E, S2, chi)
+    u_new = u - config.lr * gz / config.batch
+    mis = p is not None
+    ok = tr.check(step, [u_new, m_new] + ([p_new] if mis else []))
+    u = np.where(ok, u_new, u)
+    m = np.where(ok, m_new, m)
+    if mis:
+        p = np.where(ok, p_new, p)
+    tr.record(step, u, m, p)
+    return u, m, p
+
+
 def _run_group_samples(config, rngs, mu, K, progress, where):
     mis = config.pretraining == "misaligned"
     k = 3 if mis else 2
-    n, B, d, eta = len(rngs), config.batch, config.d, config.lr
+    n, B, d = len(rngs), config.batch, config.d
     labels = Labels(config)
     sched = Schedule(config, n)
     tr = StepTracker(config, n, mis)
@@ -243,14 +263,7 @@ def _run_group_samples(config, rngs, mu, K, progress, where):
             else:
                 V = None
                 gz = m * S1 + r * Sk
-            m_new, p_new = sphere_step(config, m, p, r, A, V, E, S2, chi[:, j])
-            u_new = u - eta * gz / B
-            ok = tr.check(s + 1, [u_new, m_new] + ([p_new] if mis else []))
-            u = np.where(ok, u_new, u)
-            m = np.where(ok, m_new, m)
-            if mis:
-                p = np.where(ok, p_new, p)
-            tr.record(s + 1, u, m, p)
+            u, m, p = _accept(config, tr, s + 1, u, m, p, r, (A, V, E, S2), chi[:, j], gz)
             tick(progress, s + 1, config.steps, where, n)
     return tr, sched
 
@@ -269,7 +282,7 @@ def _bartlett(rng: np.random.Generator, K: int, k: int, B: int, d: int) -> tuple
 def _run_group_gram(config, rngs, mu, K, progress, where):
     mis = config.pretraining == "misaligned"
     k = 3 if mis else 2
-    n, B, d, eta = len(rngs), config.batch, config.d, config.lr
+    n, B, d = len(rngs), config.batch, config.d
     if B < k:
         # Bartlett needs B >= k degrees of freedom; fall back to explicit samples.
         return _run_group_samples(config, rngs, mu, K, progress, where)
@@ -312,13 +325,6 @@ def _run_group_gram(config, rngs, mu, K, progress, where):
             V = cu * Wa[:, 1] if mis else None
             S2 = cu * cu * np.einsum("ni,ni->n", alpha, Wa)
             gz = np.einsum("ni,ni->n", beta, Wa)
-            m_new, p_new = sphere_step(config, m, p, r, A, V, E, S2, chi[:, j])
-            u_new = u - eta * gz / B
-            ok = tr.check(s + 1, [u_new, m_new] + ([p_new] if mis else []))
-            u = np.where(ok, u_new, u)
-            m = np.where(ok, m_new, m)
-            if mis:
-                p = np.where(ok, p_new, p)
-            tr.record(s + 1, u, m, p)
+            u, m, p = _accept(config, tr, s + 1, u, m, p, r, (A, V, E, S2), chi[:, j], gz)
             tick(progress, s + 1, config.steps, where, n)
     return tr, sched
