@@ -57,6 +57,7 @@ LOSSES = ("mse", "correlation")
 LABELS = ("identity", "square")
 DIRECTIONS = ("e1", "random")
 SAMPLERS = ("auto", "samples", "gram")
+DTYPES = ("float64", "float32")
 
 
 def _choice(name: str, value: object, options: tuple[str, ...]) -> str:
@@ -163,6 +164,10 @@ class RunConfig:
         available, else cpu).
     teacher_direction
         Dense engine only: :math:`w^* = e_1` (``e1``, the default) or a random unit vector.
+    dtype
+        Dense engine only: ``float64`` (default) or ``float32``, the precision in which the
+        samples are drawn, projected and the weights updated (``u``, the recorded overlaps
+        and losses stay float64). Part of the key, as it changes the numbers.
     switch_label, switch_step, switch_m
         Two-stage schedule: the label used after the switch, and the step and/or the
         :math:`|m|` level that trigger it.
@@ -202,6 +207,7 @@ class RunConfig:
     switch_m: float | None = None
     nodes: int | None = None
     sampler: str = "auto"
+    dtype: str = "float64"
 
     def __post_init__(self) -> None:
         s = object.__setattr__
@@ -270,6 +276,7 @@ class RunConfig:
         if self.nodes is not None:
             s(self, "nodes", _int("nodes", self.nodes, 2))
         s(self, "sampler", _choice("sampler", self.sampler, SAMPLERS))
+        s(self, "dtype", _choice("dtype", self.dtype, DTYPES))
 
     # ------------------------------------------------------------------ views
 
