@@ -53,6 +53,9 @@ def simulate_cmd(
     u0: float = typer.Option(None, "--u0", help="Initial u (default 1/sqrt(d))."),
     m0: float = typer.Option(None, "--m0", help="Fixed initial m (default: uniform w0)."),
     backend: str = typer.Option("numpy", "--backend", help="Dense engine: numpy or torch."),
+    dtype: str = typer.Option(
+        "float64", "--dtype", help="Dense engine: float64 or float32 (draws, projections, w)."
+    ),
     switch_label: str = typer.Option(None, "--switch-label", help="Two-stage: label after."),
     switch_step: int = typer.Option(None, "--switch-step", help="Two-stage: switch at step."),
     switch_m: float = typer.Option(None, "--switch-m", help="Two-stage: switch when |m| >= x."),
@@ -92,6 +95,7 @@ def simulate_cmd(
         threshold=threshold,
         engine=engine,
         backend=backend,
+        dtype=dtype,
         switch_label=switch_label,
         switch_step=switch_step,
         switch_m=switch_m,
