@@ -59,7 +59,7 @@ MAX_BUFFER_FLOATS = 1 << 23
 
 #: float32 rounds each weight to a relative :math:`2^{-24}`. The smallest relative step
 #: of ``w`` (:func:`float32_step`) that float32 runs accept: at this size the rounding adds
-#: noise of about 2% of the SGD noise per coordinate (0.05% in variance).
+#: noise of about 2% of the SGD step per coordinate (4e-4 in variance).
 FLOAT32_MIN_STEP = 1e-6
 
 #: Run the whole torch step in torch on the CPU too (tests of the device code path).
