@@ -228,6 +228,13 @@ def register_activation(
     Activation
         The registered activation.
     """
+    if not isinstance(name, str):
+        raise LoradynError(f"activation name {name!r} is invalid: give a string such as 'mytanh'")
+    for what, fn in (("f", f), ("df", df), ("d2f", d2f)):
+        if fn is not None and not callable(fn):
+            raise LoradynError(f"activation {name!r}: {what} must be a function, got {fn!r}")
+    if f is None or df is None:
+        raise LoradynError(f"activation {name!r}: give both f and df (the derivative)")
     key = name.strip().lower()
     if not re.fullmatch(r"[a-z_][\w\-]*", key):
         raise LoradynError(f"activation name {name!r} is invalid: use letters, digits, _ or -")

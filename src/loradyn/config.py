@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .activations import get_activation, get_label
-from .errors import LoradynError, check_mu
+from .errors import LoradynError, as_float, check_mu
 
 if TYPE_CHECKING:  # pragma: no cover
     from .population import Problem
@@ -78,13 +78,8 @@ def _int(name: str, value: object, lo: int) -> int:
 
 
 def _float(name: str, value: object) -> float:
-    try:
-        v = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise LoradynError(f"{name} = {value!r} is not a number: give a finite number") from None
-    if not math.isfinite(v):
-        raise LoradynError(f"{name} = {value!r} is not finite: give a finite number")
-    return v
+    # a string or a bool is refused like d='1000' is (no silent conversion)
+    return as_float(name, value)
 
 
 def _act_name(name: str, what: str) -> str:
@@ -97,6 +92,8 @@ def _act_name(name: str, what: str) -> str:
 def _label_name(name: object, what: str) -> str:
     if name is None:
         return "identity"
+    if not isinstance(name, str) or not name.strip():
+        raise LoradynError(f"{what} = {name!r} is unknown: choose identity or square")
     lab = get_label(name)  # type: ignore[arg-type]
     if lab.name not in LABELS:
         raise LoradynError(f"{what} = {name!r} is unknown: choose identity or square")
@@ -206,7 +203,8 @@ class RunConfig:
     def __post_init__(self) -> None:
         s = object.__setattr__
         s(self, "teacher", _act_name(self.teacher, "teacher"))
-        s(self, "student", _act_name(self.student, "student") if self.student else self.teacher)
+        student = self.student
+        s(self, "student", self.teacher if student is None else _act_name(student, "student"))
         s(self, "label", _label_name(self.label, "label"))
         s(self, "loss", _choice("loss", self.loss, LOSSES))
         s(self, "mu", _mu_tuple(self.mu))
@@ -329,6 +327,11 @@ class RunConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
         """Rebuild a config from :meth:`to_dict` output (unknown keys are an error)."""
+        if not isinstance(data, Mapping):
+            raise LoradynError(
+                f"a configuration must be a mapping of field names to values, got "
+                f"{type(data).__name__}"
+            )
         names = {f.name for f in dataclasses.fields(cls) if f.init}
         unknown = sorted(set(data) - names)
         if unknown:
@@ -345,10 +348,12 @@ class RunConfig:
     @classmethod
     def from_json(cls, text: str) -> RunConfig:
         """Inverse of :meth:`to_json`."""
+        if not isinstance(text, str | bytes | bytearray):
+            raise LoradynError(f"configuration JSON must be a string, got {type(text).__name__}")
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise LoradynError(f"configuration is not valid JSON: {exc.msg}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise LoradynError(f"configuration is not valid JSON: {exc}") from None
         if not isinstance(data, dict):
             raise LoradynError("configuration JSON must be an object")
         return cls.from_dict(data)
