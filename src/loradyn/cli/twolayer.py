@@ -14,7 +14,7 @@ import sys
 
 import typer
 
-from ..errors import LoradynError
+from ..errors import LoradynError, as_int
 from ..io import check_outputs, memory_errors, write_errors
 from ..twolayer import TwoLayerConfig, plot_loss, save, simulate, summary, tau
 from ._app import app
@@ -41,9 +41,12 @@ def _floats(text: str, what: str) -> list[float]:
 
 def _ints(text: str, what: str) -> list[int]:
     vals = _floats(text, what)
-    if any(v != int(v) or v < 1 for v in vals):
-        raise LoradynError(f"{what} = {text!r} is invalid: give integers >= 1, e.g. 1,2,4")
-    return [int(v) for v in vals]
+    try:
+        return [as_int(what, v, lo=1, hi=2**31 - 1) for v in vals]
+    except LoradynError:
+        raise LoradynError(
+            f"{what} = {text!r} is invalid: give integers from 1 to 2^31-1, e.g. 1,2,4"
+        ) from None
 
 
 def _fmt(fmt: str, allowed: tuple[str, ...]) -> str:
