@@ -58,7 +58,9 @@ _SAFE_GLOBALS = frozenset(
         (f"{core}.multiarray", "scalar"),
         (f"{core}.numeric", "_frombuffer"),
     )
-) | {("numpy", "ndarray"), ("numpy", "dtype")}
+) | {("numpy", "ndarray"), ("numpy", "dtype"),
+     # how a Python 3 pickle of protocol < 3 spells bytes: encode(latin-1 text, "latin1")
+     ("_codecs", "encode")}
 
 
 class _SafeUnpickler(pickle.Unpickler):
