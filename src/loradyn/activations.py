@@ -347,7 +347,7 @@ def get_label(name: str | LabelTransform | None) -> LabelTransform:
     """Look up a label transform: ``identity`` (also ``None``/``none``) or ``square``."""
     if isinstance(name, LabelTransform):
         return name
-    key = "identity" if name in (None, "", "none", "id") else str(name).strip().lower()
+    key = "identity" if name in (None, "none", "id") else str(name).strip().lower()
     if key not in _LABELS:
         raise LoradynError(f"unknown label transform {name!r}: choose identity or square")
     return _LABELS[key]

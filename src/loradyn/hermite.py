@@ -89,7 +89,7 @@ def _resolve(fn: str | Activation | Target, label: str | None) -> tuple[str, Cal
     """Name, vectorized callable and kinks of an activation or a target ``T(phi)``."""
     if isinstance(fn, Target):
         return fn.name, fn.y, fn.kinks
-    if label not in (None, "", "identity", "none", "id"):
+    if label not in (None, "identity", "none", "id"):
         t = make_target(fn, label)
         return t.name, t.y, t.kinks
     act = get_activation(fn)
