@@ -45,7 +45,7 @@ def _ints(text: str, what: str) -> list[int]:
         return [as_int(what, v, lo=1, hi=2**31 - 1) for v in vals]
     except LoradynError:
         raise LoradynError(
-            f"{what} = {text!r} is invalid: give integers from 1 to 2^31-1, e.g. 1,2,4"
+            f"{what} = {text!r} is invalid: give integers >= 1 (below 2^31), e.g. 1,2,4"
         ) from None
 
 
