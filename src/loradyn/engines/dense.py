@@ -20,7 +20,7 @@ configured overlaps ``m0``/``p0``). The per-step work is one draw of :math:`B\ti
 normals into a preallocated buffer, one batched product :math:`D X^\top` for the
 projections (``D`` holds :math:`w^*, (v,) w` as rows; this layout is about 4x faster than
 :math:`X D` in float32 with torch) and one :math:`c^\top X` for :math:`G`: no
-:math:`d\times d` work and no allocation of the size of the batch.
+:math:`d\times d` work and no per-step allocation of a :math:`B\times d` array.
 
 ``config.dtype`` (``float64`` default, ``float32``) is the precision of the samples, the
 projections, the activations and the weights ``w``. The scalars ``u``, the sums
