@@ -443,7 +443,7 @@ def test_float32_fig1_setting(teacher, mu):
                             engine="dense"), cfg.steps)
     p64, pred = ks_2samp(f32, f64).pvalue, ks_2samp(f32, red).pvalue
     print(f"KS {teacher} Fig. 1 float32 vs float64: p = {p64:.3f}, vs reduced: p = {pred:.3f} "
-          f"(escaped {[(e <= cfg.steps).mean() for e in (f64, f32, red)]}, medians "
+          f"(escaped {[float((e <= cfg.steps).mean()) for e in (f64, f32, red)]}, medians "
           f"{[float(np.median(e)) for e in (f64, f32, red)]})")
     assert min((e <= cfg.steps).mean() for e in (f64, f32, red)) > 0.8
     assert p64 > ALPHA and pred > ALPHA
