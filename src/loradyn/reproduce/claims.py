@@ -85,8 +85,15 @@ def read_csv(path: str | Path) -> list[Claim]:
 
 
 def summary(claims: list[Claim]) -> dict[str, int]:
-    """Counts per verdict."""
+    """Counts per verdict (every verdict of :data:`VERDICTS` is a key)."""
     out = {v: 0 for v in VERDICTS}
     for c in claims:
         out[c.verdict] += 1
     return out
+
+
+def summary_text(counts: dict[str, int]) -> str:
+    """``12 hold, 3 fail, 2 inconclusive, 1 not tested``."""
+    words = {"holds": "hold", "fails": "fail", "inconclusive": "inconclusive",
+             "not-tested": "not tested"}
+    return ", ".join(f"{counts.get(v, 0)} {words[v]}" for v in VERDICTS)
