@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..io import atomic_write
+from .paper import statement as quote
 from .registry import VERDICTS, Claim
 
 if TYPE_CHECKING:
@@ -56,8 +57,8 @@ def collect(result: ReproduceResult) -> list[Claim]:
                     continue
                 seen.add(cid)
                 why = item.reason or item.status
-                rows.append(Claim(cid, section, statement, f"{item.id} {item.status}: {why}",
-                                  expected, "not-tested"))
+                rows.append(Claim(cid, section, quote(cid, statement),
+                                  f"{item.id} {item.status}: {why}", expected, "not-tested"))
     return rows
 
 
