@@ -134,6 +134,7 @@ def _group_numpy(config, rngs, mu, progress, where):
             for t, g in enumerate(rngs):
                 g.standard_normal(out=X[t])
             st2 = sched.update(s, m)
+            u = sched.realign(u, m, p, mu)
             np.matmul(X, D, out=proj)
             zs, z = proj[:, :, 0], proj[:, :, k - 1]
             lam = mu[:, None] * zs + u[:, None] * z
@@ -221,6 +222,7 @@ def _group_torch(config, rngs, mu, seeds, progress, where):
             for t in range(n):
                 torch.randn((B, d), generator=gens[t], dtype=f64, device=dev, out=X[t])
             st2 = sched.update(s, m)
+            u = sched.realign(u, m, p, mu)
             proj = torch.matmul(X, D)
             zs, z = proj[:, :, 0], proj[:, :, k - 1]
             ut = torch.tensor(u, dtype=f64, device=dev)
