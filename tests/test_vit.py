@@ -322,3 +322,19 @@ def test_j1_needs_two_standard_errors_over_independent_pretrainings():
     assert j1_verdict(lat, noisy, 5, 3, True, True)[0] == "inconclusive"
     # the latest checkpoint is not the best at the source: the premise fails
     assert j1_verdict(lat, best, 5, 5, True, False)[0] == "fails"
+
+
+def test_torch_threads_policy():
+    """1 thread on a CPU unless asked; the caller's count is restored; bad counts are errors."""
+    old = torch.get_num_threads()
+    with T.torch_threads(None, "cpu") as n:
+        assert n == T.CPU_THREADS == torch.get_num_threads()
+    with T.torch_threads(0, "cpu") as n:
+        assert n == T.CPU_THREADS
+    with T.torch_threads(3, "cpu"):
+        assert torch.get_num_threads() == 3
+    assert torch.get_num_threads() == old
+    for bad in (-1, 1.5, "2", True):
+        with pytest.raises(LoradynError, match="threads"), T.torch_threads(bad, "cpu"):
+            pass
+    assert torch.get_num_threads() == old
