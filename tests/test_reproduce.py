@@ -357,3 +357,46 @@ def test_every_registered_figure_runs_at_test_scale(tmp_path):
         for f in item.output.files:
             assert Path(f).is_file() and Path(f).stat().st_size > 0, (item.id, f)
     assert not any(Path(tmp_path).glob("*.error.txt"))
+
+
+def test_report_colours_four_verdicts_and_links_the_differences(theory_run):
+    from loradyn.reproduce.claims import summary
+    from loradyn.reproduce.report import CSS
+
+    html = (theory_run.out / "index.html").read_text()
+    for v in registry.VERDICTS:
+        assert f".v-{v}{{" in CSS
+    counts = summary(theory_run.claims)
+    assert "id='claims-summary'" in html
+    for v in registry.VERDICTS:
+        assert f"data-{v}='{counts[v]}'" in html
+    assert "paper-differences.md" in html
+
+
+def test_every_claim_quotes_the_paper(theory_run):
+    """Claims of the paper carry its words: 'Paper: "..."' (their quotes are checked
+    verbatim against the text in test_paper_quotes)."""
+    from loradyn.reproduce.paper import QUOTES
+
+    for c in theory_run.claims:
+        if "(loradyn)" in c.section:
+            continue
+        assert c.id.split("/")[0] in QUOTES, c.id
+        assert c.statement.startswith('Paper: "'), c.id
+
+
+def test_paper_quotes_are_verbatim():
+    """Every fragment of every quote occurs in the surviving paper text (when available)."""
+    import os
+    import re
+
+    from loradyn.reproduce.paper import QUOTES
+
+    path = Path(os.environ.get("LORADYN_PAPER_TEXT",
+                               "/work/shared/paper/when-pretraining-hurts-lora.txt"))
+    if not path.is_file():
+        pytest.skip(f"paper text not found at {path} (set LORADYN_PAPER_TEXT)")
+    text = re.sub(r"\s+", " ", path.read_text())
+    for cid, q in QUOTES.items():
+        for frag in q.split(" ... "):
+            assert re.sub(r"\s+", " ", frag) in text, (cid, frag[:60])

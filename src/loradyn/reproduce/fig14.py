@@ -18,7 +18,7 @@ from . import stats as S
 from .registry import FigureContext, FigureOutput, register
 
 ACT = "he2-norm"
-ESTIMATE = {"test": 8.0, "quick": 20.0, "paper": 950.0}
+ESTIMATE = {"test": 8.0, "quick": 40.0, "paper": 950.0}
 DENSE_MAX_D = 2000  # the dense engine costs O(B d) per step: cap d (and B = d / 2) there
 
 
@@ -27,7 +27,7 @@ def settings(scale: str) -> dict:
         scale,
         test=dict(K=3, d=500, batch=250, lr=0.1, steps=400, seeds=2,
                   mus=((0.5, 0.5, 0.5), (0.8, 0.8, 0.8))),
-        quick=dict(K=4, d=1000, batch=500, lr=0.1, steps=600, seeds=2,
+        quick=dict(K=4, d=1000, batch=500, lr=0.1, steps=600, seeds=4,
                    mus=((0.5,) * 4, (0.8,) * 4)),
         paper=dict(K=4, d=10000, batch=5000, lr=0.05, steps=2400, seeds=10,
                    mus=((0.5,) * 4, (0.8,) * 4, (0.3, 0.5, 0.7, 0.9))),
