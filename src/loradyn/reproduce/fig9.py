@@ -13,7 +13,8 @@ from . import _common as C
 from . import stats as S
 from .registry import FigureContext, FigureOutput, register
 
-ESTIMATE = {"quick": 12.0, "paper": 25.0}
+# idle 2-core seconds, calibrated from measured CPU time (scripts/calibrate_estimates.py)
+ESTIMATE = {"quick": 2.6, "paper": 15.0}
 
 
 def settings(scale: str) -> dict:
