@@ -145,7 +145,9 @@ def make(ctx: FigureContext) -> FigureOutput:
             f"{S.fmt_ci(*spread_ci['he2-norm'])}){div_note}",
             f"theory spread < 1e-9 (exact) and the 95% CI of the simulated spread below "
             f"{tol_rank}; a CI above {tol_rank}: fails (a rank effect at this finite d); a CI "
-            f"straddling {tol_rank}: inconclusive (the spread is within sampling error)",
+            f"straddling {tol_rank}: inconclusive (the spread is within sampling error; quick "
+            f"and paper scale can differ here: {settings('quick')['seeds']} vs "
+            f"{settings('paper')['seeds']} seeds per cell)",
             S.combine(["holds" if v_theory else "fails", v_sim])),
         C.claim(
             "K1b", "App. K",

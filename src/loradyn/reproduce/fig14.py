@@ -196,7 +196,8 @@ def make(ctx: FigureContext) -> FigureOutput:
                 f"{C.fmt(ratio)}; {search_text}",
             "bootstrap 95% CI (over seeds) of the largest spread over ranks below 0.3 and of "
             "the ratio between pre-training settings above 1.5; a CI on the wrong side: "
-            "fails; straddling: inconclusive", v_search),
+            "fails; straddling: inconclusive (quick and paper scale can differ here: "
+            f"{settings('quick')['seeds']} vs {settings('paper')['seeds']} seeds)", v_search),
     ]
     cap = (
         f"Full dynamics of the two-layer LoRA model with He_2/sqrt(2) activations, K = {K} "
