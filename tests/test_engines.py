@@ -379,17 +379,18 @@ def test_dtype_option_validation_and_key():
 
 
 @pytest.mark.gpu
-def test_torch_backend_cuda_agrees_in_law():
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_torch_backend_cuda_agrees_in_law(dtype):
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
     cfg = RunConfig(teacher="linear", mu=0.5, d=1000, batch=500, lr=0.2, steps=300, seeds=64,
-                    record_every=100, backend="torch", device="cuda")
+                    record_every=100, backend="torch", device="cuda", dtype=dtype)
     dt = simulate(cfg, engine="dense")
     assert dt.attrs["backend"] == "torch:cuda"
     dr = simulate(cfg, engine="reduced")
     p = ks_2samp(_escapes(dt, cfg.steps), _escapes(dr, cfg.steps)).pvalue
-    print(f"KS torch-cuda dense vs reduced: p = {p:.3f}")
+    print(f"KS torch-cuda {dtype} dense vs reduced: p = {p:.3f}")
     assert p > ALPHA
 
 
