@@ -69,6 +69,13 @@ def _config(preset: str, scale: str, config: Path | None, seeds: str | None):
     return cfg
 
 
+def _out_dir(out: str) -> Path:
+    """``--out`` as a Path; an empty one (which would mean the current folder) is an error."""
+    if not str(out).strip():
+        raise LoradynError("--out is empty: give the run directory")
+    return Path(out)
+
+
 def _ints(text: str, what: str) -> tuple[int, ...]:
     try:
         vals = tuple(int(t) for t in text.split(",") if t.strip())
@@ -131,12 +138,13 @@ def _bar(label: str, threads: int) -> Iterator:
 def run_cmd(
     preset: str = PRESET, scale: str = SCALE, config: Path = CONFIG,
     seeds: str = typer.Option(None, "--seeds", help="comma-separated seeds, e.g. 0,1,2"),
-    out: Path = OUT, data_dir: Path = DATA, download: bool = DOWNLOAD, device: str = DEVICE,
+    out: str = OUT, data_dir: Path = DATA, download: bool = DOWNLOAD, device: str = DEVICE,
     amp: bool = AMP, threads: int = THREADS,
 ) -> None:
     """Whole protocol: pre-training, checkpoints, every (checkpoint, seed) LoRA fine-tune,
     DIR/table.csv and DIR/figure.png. A rerun skips finished work."""
     _requires_torch()
+    out = _out_dir(out)
     from ..vit.train import run_experiment
 
     cfg = _config(preset, scale, config, seeds)
@@ -153,11 +161,12 @@ def run_cmd(
 def pretrain_cmd(
     preset: str = PRESET, scale: str = SCALE, config: Path = CONFIG,
     seed: int = typer.Option(None, "--seed", help="pre-training seed (default: the config's)"),
-    out: Path = OUT, data_dir: Path = DATA, download: bool = DOWNLOAD, device: str = DEVICE,
+    out: str = OUT, data_dir: Path = DATA, download: bool = DOWNLOAD, device: str = DEVICE,
     amp: bool = AMP, threads: int = THREADS,
 ) -> None:
     """Pre-train on the source task and save the checkpoints (resumable)."""
     _requires_torch()
+    out = _out_dir(out)
     from ..vit.train import pretrain, pretrain_dir, torch_threads
 
     cfg = _config(preset, scale, config, None)
@@ -176,11 +185,12 @@ def finetune_cmd(
     preset: str = PRESET, scale: str = SCALE, config: Path = CONFIG,
     checkpoints: str = typer.Option(None, "--checkpoints", help="e.g. 2,5 (default: all)"),
     seeds: str = typer.Option(None, "--seeds", help="e.g. 0,1,2 (default: the config's)"),
-    out: Path = OUT, data_dir: Path = DATA, download: bool = DOWNLOAD, device: str = DEVICE,
+    out: str = OUT, data_dir: Path = DATA, download: bool = DOWNLOAD, device: str = DEVICE,
     amp: bool = AMP, threads: int = THREADS,
 ) -> None:
     """LoRA fine-tune the given (checkpoint, seed) pairs (resumable, skips finished ones)."""
     _requires_torch()
+    out = _out_dir(out)
     from ..vit.train import finetune_all, torch_threads
 
     cfg = _config(preset, scale, config, None)
@@ -195,7 +205,7 @@ def finetune_cmd(
 
 @vit_app.command("table")
 def table_cmd(
-    out: Path = OUT,
+    out: str = OUT,
     seeds: str = typer.Option(None, "--seeds",
                               help="seeds to average (default: all stored or finished)"),
     allow_missing: bool = typer.Option(False, "--allow-missing",
@@ -204,6 +214,7 @@ def table_cmd(
 ) -> None:
     """Write DIR/table.csv (and DIR/figure.png) from the finished runs in DIR."""
     _requires_torch()
+    out = _out_dir(out)
     from ..vit.figures import plot_run
     from ..vit.table import write_table
 
