@@ -499,3 +499,23 @@ def test_sweep_collect_into_the_sweep_is_refused(tmp_path, capsys):
                          str(sweep_dir / "manifest.json")], capsys)
     assert code == 2 and "inside the sweep directory" in _one_error_line(err)
     assert (sweep_dir / "manifest.json").read_text() == "{}"
+
+
+def test_local_cluster_has_no_dashboard_and_stays_on_loopback():
+    """The sweep's LocalCluster shows no dashboard; distributed's own HTTP service binds a
+    free loopback port (never 8787 on every interface, no 'port in use' warning)."""
+    pytest.importorskip("dask.distributed")
+    import warnings
+
+    from loradyn.sweep.runner import _client
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with _client(1, None, 1) as client:
+            sched = client.cluster.scheduler
+            assert sched.http_server.address == "127.0.0.1"
+            assert sched.address.startswith("tcp://127.0.0.1:")
+            assert not any(r.__class__.__name__.startswith("Bokeh") for r in
+                           sched.services.values())
+            assert client.submit(abs, -3).result() == 3
+    assert not [w for w in caught if "already in use" in str(w.message)]

@@ -152,9 +152,14 @@ def _client(workers: int | None, scheduler: str | None, n_tasks: int) -> Iterato
             cluster = stack.enter_context(
                 LocalCluster(
                     n_workers=max(1, n),
+                    host="127.0.0.1",
                     threads_per_worker=1,
                     processes=True,
                     dashboard_address=None,
+                    # no dashboard; the scheduler's small HTTP service (health, metrics),
+                    # which distributed always starts, on a free loopback port instead of
+                    # 8787 (no "port already in use" warning, nothing on other interfaces)
+                    scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
                     silence_logs=logging.ERROR,
                 )
             )
