@@ -519,3 +519,21 @@ def test_local_cluster_has_no_dashboard_and_stays_on_loopback():
                            sched.services.values())
             assert client.submit(abs, -3).result() == 3
     assert not [w for w in caught if "already in use" in str(w.message)]
+
+
+def test_full_disk_while_writing_is_one_line(tmp_path, capsys, monkeypatch):
+    """ENOSPC (or any OSError) while writing the results: one line naming the file and
+    saying what happened to the results, exit 2, no traceback."""
+    import errno
+
+    import loradyn.engines.results as results
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(results, "save_netcdf", full)
+    out = tmp_path / "x.nc"
+    code, _, err = _run(["simulate", "--teacher", "linear", "--d", "50", "--batch", "10",
+                         "--steps", "20", "--out", str(out)], capsys)
+    line = _one_error_line(err)
+    assert code == 2 and "No space left" in line and str(out) in line and "not saved" in line

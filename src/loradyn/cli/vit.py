@@ -64,7 +64,7 @@ def _config(preset: str, scale: str, config: Path | None, seeds: str | None):
             raise LoradynError(f"cannot read --config {config}: {exc}") from None
     else:
         cfg = get_preset(preset, scale)
-    if seeds:
+    if seeds is not None:
         cfg = cfg.with_seeds(_ints(seeds, "--seeds"))
     return cfg
 
@@ -106,8 +106,8 @@ def _warning_lines() -> Iterator[None]:
 def _bar(label: str, threads: int) -> Iterator:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    if threads < 0:
-        raise LoradynError(f"--threads must be >= 0 (0: automatic), got {threads}")
+    if not 0 <= threads <= 4096:
+        raise LoradynError(f"--threads must be in [0, 4096] (0: automatic), got {threads}")
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                   TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
                   TextColumn("{task.fields[msg]}"), transient=False) as prog:
@@ -194,8 +194,8 @@ def finetune_cmd(
     from ..vit.train import finetune_all, torch_threads
 
     cfg = _config(preset, scale, config, None)
-    cks = _ints(checkpoints, "--checkpoints") if checkpoints else None
-    sds = _ints(seeds, "--seeds") if seeds else None
+    cks = _ints(checkpoints, "--checkpoints") if checkpoints is not None else None
+    sds = _ints(seeds, "--seeds") if seeds is not None else None
     with _bar(f"finetune {cfg.name}", threads) as update, torch_threads(threads, device):
         paths = finetune_all(cfg, out, cks, sds, data_dir=data_dir, download=download,
                              device=device, amp=amp, progress=update)
@@ -218,7 +218,7 @@ def table_cmd(
     from ..vit.figures import plot_run
     from ..vit.table import write_table
 
-    sds = _ints(seeds, "--seeds") if seeds else None
+    sds = _ints(seeds, "--seeds") if seeds is not None else None
     with _warning_lines():
         path, _ = write_table(out, sds, allow_missing)
     typer.echo(path.read_text().rstrip())

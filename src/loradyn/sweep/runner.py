@@ -209,17 +209,28 @@ def run_sweep(
     bad_workers = isinstance(workers, bool) or not isinstance(workers, int) or workers < 1
     if workers is not None and bad_workers:
         raise LoradynError(f"--workers = {workers!r} is invalid: give a positive integer")
-    spec = load_spec(spec_or_path)
+    try:
+        spec = load_spec(spec_or_path)
+    except OSError as exc:  # a folder, a path below a file, no permission
+        raise LoradynError(f"cannot read the sweep file {spec_or_path}: "
+                           f"{exc.strerror or exc}") from None
     kind = spec.task_kind()
     tasks = spec.tasks()
     if all(t.error for t in tasks):
         t = tasks[0]
         raise LoradynError(f"every task of the sweep is invalid, e.g. {t.label()}: {t.error}")
     with contextlib.ExitStack() as stack:
-        # connect first: nothing is written to ``out`` before the scheduler answers
+        # a new sweep connects first: nothing is written to ``out`` before the scheduler
+        # answers (a rerun of a finished sweep needs no scheduler: it connects only if
+        # some task is pending)
+        fresh = not Path(out).exists() or (Path(out).is_dir() and not any(Path(out).iterdir()))
         client = (stack.enter_context(_client(None, scheduler, len(tasks)))
-                  if scheduler is not None else None)
-        store = SweepStore.prepare(out, spec, tasks, reuse_other_code=reuse_other_code)
+                  if scheduler is not None and fresh else None)
+        try:
+            store = SweepStore.prepare(out, spec, tasks, reuse_other_code=reuse_other_code)
+        except OSError as exc:
+            raise LoradynError(f"cannot create the sweep directory {out}: "
+                               f"{exc.strerror or exc}; choose another --out") from None
         with store.lock("loradyn sweep run"):
             store.clean_temporaries()
             _run_pending(store, spec, kind, tasks, workers, scheduler, retry_failed, progress,
