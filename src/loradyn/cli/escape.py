@@ -1,54 +1,40 @@
-"""CLI command ``loradyn escape``: the predicted law of the escape step (no simulation)."""
+"""CLI command ``loradyn escape``: the predicted law of the escape step (no simulation).
+
+The options shared with ``simulate`` (``--teacher --student --label --loss --mu --d --lr
+--batch --u0 --m0``) are generated from the declarations of
+:class:`loradyn.config.RunConfig` (:func:`loradyn.params.cli_command`); ``--radius`` and
+``--format`` are this command's own.
+"""
 
 from __future__ import annotations
 
-import math
+import inspect
 import sys
 
 import typer
 
-from ..errors import LoradynError
+from ..config import RunConfig
 from ..escape import QUANTILE_NAMES, escape_distribution
-from ..linearization import parse_mu_spec
+from ..params import cli_command, declared
 from ._app import app
 from .theory import _check_format, _emit
 
-
-def _parse_m0(text: str) -> float | None:
-    s = text.strip().lower()
-    if s in ("random", "uniform", ""):
-        return None
-    try:
-        v = float(s)
-    except ValueError:
-        raise LoradynError(f"cannot parse --m0 {text!r}: give a number in (-1, 1) or 'random'") \
-            from None
-    if not math.isfinite(v):
-        raise LoradynError(f"--m0 {text!r} is not finite: give a number in (-1, 1) or 'random'")
-    return v
+_KEEP = ("teacher", "student", "label", "loss", "mu", "d", "lr", "batch", "u0", "m0")
+_SKIP = tuple(f.name for f, _ in declared(RunConfig) if f.name not in _KEEP)
 
 
-@app.command("escape")
-def escape_cmd(
-    teacher: str = typer.Option(..., "--teacher", "-t", help="Teacher activation, e.g. erf, he3."),
-    student: str = typer.Option(None, "--student", "-s", help="Student (default: teacher)."),
-    label: str = typer.Option("identity", "--label", help="Label transform: identity or square."),
-    loss: str = typer.Option("mse", "--loss", help="Loss: mse or correlation."),
-    mu: str = typer.Option(..., "--mu", help="START:STOP:NUM (inclusive) or a comma list."),
-    d: int = typer.Option(1000, "--d", help="Input dimension."),
-    lr: float = typer.Option(0.2, "--lr", help="SGD learning rate."),
-    batch: int = typer.Option(500, "--batch", help="Batch size (fresh samples per step)."),
-    radius: float = typer.Option(0.5, "--radius", help="Escape radius R on |m|."),
-    u0: float = typer.Option(None, "--u0", help="Initial LoRA scale (default 1/sqrt(d))."),
-    m0: str = typer.Option("random", "--m0",
-                           help="Initial overlap: a number, or 'random' (w0 uniform)."),
-    fmt: str = typer.Option("table", "--format", "-f", help="table, csv or json."),
-) -> None:
-    """Predicted escape-step quantiles (5-95%) and mean of one-pass SGD, per mu."""
+def _escape_body(fields: dict, radius: float, fmt: str) -> None:
+    """Predicted escape-step quantiles (5-95%) and mean of one-pass SGD, per mu.
+
+    No simulation: the random start projected on the unstable mode, the SGD noise as a
+    discrete Ornstein-Uhlenbeck sum, and the nonlinear exit along the population flow
+    (docs/theory.md section 12). --m0 unset means w0 uniform on the sphere.
+    """
     f = _check_format(fmt)
-    mus = parse_mu_spec(mu)
-    res = escape_distribution(teacher, mus, student=student, label=label, loss=loss, d=d,
-                              lr=lr, batch=batch, radius=radius, u0=u0, m0=_parse_m0(m0))
+    res = escape_distribution(
+        fields["teacher"], fields["mu"], student=fields["student"], label=fields["label"],
+        loss=fields["loss"], d=fields["d"], lr=fields["lr"], batch=fields["batch"],
+        radius=radius, u0=fields["u0"], m0=fields["m0"])
     cols = ["mu", *QUANTILE_NAMES, "mean", "tau", "leading", "noise_fraction", "in_regime"]
     rows = res.rows()
     if f != "json":
@@ -57,8 +43,23 @@ def escape_cmd(
     meta = {k: res.config[k] for k in ("problem", "d", "lr", "batch", "radius", "u0", "m0",
                                        "step_noise")}
     meta["units"] = "SGD steps"
-    _emit(rows, cols, f, f"escape step: {res.config['problem']}, d = {d}, lr = {lr:g}, "
-          f"batch = {batch}", meta)
+    title = (f"escape step: {res.config['problem']}, d = {res.config['d']}, "
+             f"lr = {res.config['lr']:g}, batch = {res.config['batch']}")
+    _emit(rows, cols, f, title, meta)
     if f == "table" and not all(res.in_regime):
         print("note: rows with in_regime = no lie outside the validated regime "
               "(lr d / batch <= 1 and a mean flow that reaches the radius)", file=sys.stderr)
+
+
+_EXTRA = [
+    inspect.Parameter("radius", inspect.Parameter.KEYWORD_ONLY, annotation=float,
+                      default=typer.Option(0.5, "--radius", help="Escape radius R on |m|.")),
+    inspect.Parameter("fmt", inspect.Parameter.KEYWORD_ONLY, annotation=str,
+                      default=typer.Option("table", "--format", "-f",
+                                           help="table, csv or json.")),
+]
+
+escape_cmd = app.command("escape")(
+    cli_command(RunConfig, _escape_body, extra=_EXTRA, skip=_SKIP,
+                overrides={"teacher": {"default": ...}, "mu": {"default": ...}})
+)
