@@ -154,7 +154,8 @@ def test_cli_json_fixed_m0_and_u0(capsys):
 
 def test_cli_bad_input_one_line_exit_2(capsys):
     for args in (["--mu", "0.5", "--m0", "0.7"], ["--mu", "0.5", "--d", "2"],
-                 ["--mu", "1.5"], ["--mu", "0.5", "--lr", "-1"], ["--mu", "0.5", "-f", "xml"]):
+                 ["--mu", "1.5"], ["--mu", "0.5", "--lr", "-1"], ["--mu", "0.5", "-f", "xml"],
+                 ["--mu", "0.5", "--m0", "abc"], ["--mu", "0.5", "--batch", "0"]):
         code, out, err = run(["escape", "--teacher", "erf", *args], capsys)
         assert code == 2, (args, err)
         assert err.startswith("error: ") and err.count("\n") == 1, err
