@@ -104,6 +104,8 @@ def run_cell(c: dict) -> dict:
     pred = predict(c)
     t_pred = time.perf_counter() - t0
     out = dict(c, in_regime=bool(pred.in_regime[0]), noise_fraction=float(pred.noise_fraction[0]),
+               start_nonlinearity=float(pred.start_nonlinearity[0]),
+               exit_delay=float(pred.exit_delay[0]),
                pred_q=[float(v) for v in pred.quantiles[0]], pred_mean=float(pred.mean[0]),
                pred_seconds=t_pred, tau=float(pred.tau[0]))
     if not np.all(np.isfinite(pred.quantiles[0])):
@@ -147,7 +149,8 @@ def _write_json(path: Path, obj: dict) -> None:
 
 
 def load(out: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
+    return [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))
+            if p.name != "skipped.json"]
 
 
 def _fmt(v: float, digits: int = 4) -> str:
@@ -221,10 +224,17 @@ def main() -> None:
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    skipped_path = out / "skipped.txt"
+    skipped_path = out / "skipped.txt"  # not *.json: load() reads every cell file
     if args.write:
         skipped = json.loads(skipped_path.read_text()) if skipped_path.exists() else []
-        block = markdown(load(out), skipped)
+        results = load(out)
+        for r in results:  # cells run before the regime diagnostics existed
+            if "exit_delay" not in r:
+                p = predict(r)
+                r.update(in_regime=bool(p.in_regime[0]),
+                         start_nonlinearity=float(p.start_nonlinearity[0]),
+                         exit_delay=float(p.exit_delay[0]))
+        block = markdown(results, skipped)
         DOC.write_text(insert(DOC.read_text(), block))
         print(f"updated {DOC}")
         return

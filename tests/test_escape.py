@@ -96,6 +96,14 @@ def test_fixed_m0_narrows_and_noise_widens():
 def test_outside_regime_is_flagged():
     r = escape_distribution("linear", [0.2], d=1000, lr=0.2, batch=10)  # lr d / B = 20
     assert not r.in_regime[0]
+    # a kinked student with u0 ~ mu: the flow is far from linear at the start
+    r = escape_distribution("relu", [0.05, 0.5], d=1000, lr=0.2, batch=500)
+    assert r.start_nonlinearity[0] > 1.0 > r.start_nonlinearity[1]
+    assert list(r.in_regime) == [False, True]
+    # He3 near its fixed point below R: the nonlinear exit lags (noise-driven exit)
+    r = escape_distribution("he3", [0.5, 0.8], d=1000, lr=0.2 / 18, batch=111)
+    assert r.exit_delay[1] > 0.5 > r.exit_delay[0]
+    assert list(r.in_regime) == [True, False]
 
 
 def test_singularity_gives_infinite_escape():

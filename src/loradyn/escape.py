@@ -59,6 +59,9 @@ QUANTILE_NAMES = ("q05", "q10", "q25", "q50", "q75", "q90", "q95")
 #: ``lr d / B`` up to which the prediction is validated against the reduced engine
 #: (docs/theory.md, generated table); larger values are flagged ``in_regime = False``.
 REGIME_MAX_STEP_NOISE = 1.0
+#: limits of the two diagnostics (calibrated on the validation grid, docs/theory.md s. 12)
+MAX_START_NONLINEARITY = 1.0
+MAX_EXIT_DELAY = 0.5
 _NONLINEAR_TOL = 1e-3  # relative size of the cubic terms at the start amplitude epsilon
 _EPS_MAX = 0.05
 _ODE_TOL = 2e-3  # on the first-order embedded estimate (ROS2 itself is second order)
@@ -100,8 +103,17 @@ class EscapeResult:
         Share of the SGD noise in the variance of the effective start amplitude,
         :math:`s^2 / (s^2 + e_{+,m}^2/d)` (1 for a fixed ``m0``).
     in_regime
-        Where the prediction is validated (``lr d / B <= REGIME_MAX_STEP_NOISE``, finite
-        ``tau`` and a mean flow that reaches the radius).
+        Where the prediction is validated: ``lr d / B <= REGIME_MAX_STEP_NOISE``, a finite
+        ``tau``, a mean flow that reaches the radius, ``start_nonlinearity <= 1`` and
+        ``exit_delay <= 0.5``.
+    start_nonlinearity
+        Relative deviation of the flow from its linearization at the typical start
+        amplitude :math:`|c| + 2\\sigma` along :math:`e_+` (large for a kinked student at
+        small ``mu``, where :math:`u_0 \\sim \\mu`).
+    exit_delay
+        How much longer the nonlinear exit takes than the linear extrapolation to ``R``, in
+        units of :math:`\tau`; large near a fixed point of the mean flow below ``R``, where
+        the exit is noise-driven.
     config
         The settings (problem, ``d``, ``lr``, ``batch``, ``radius``, ``u0``, ``m0``, ``starts``).
     """
@@ -114,6 +126,8 @@ class EscapeResult:
     leading: Array
     noise_fraction: Array
     in_regime: Array
+    start_nonlinearity: Array
+    exit_delay: Array
     config: dict
     _tables: list = field(default_factory=list, repr=False, compare=False)
 
@@ -127,6 +141,8 @@ class EscapeResult:
             r["tau"] = float(self.tau[i])
             r["leading"] = float(self.leading[i])
             r["noise_fraction"] = float(self.noise_fraction[i])
+            r["start_nonlinearity"] = float(self.start_nonlinearity[i])
+            r["exit_delay"] = float(self.exit_delay[i])
             r["in_regime"] = bool(self.in_regime[i])
             out.append(r)
         return out
@@ -142,6 +158,8 @@ class EscapeResult:
                 "lambda_plus": ("mu", self.lambda_plus),
                 "leading_order": ("mu", self.leading),
                 "noise_fraction": ("mu", self.noise_fraction),
+                "start_nonlinearity": ("mu", self.start_nonlinearity),
+                "exit_delay": ("mu", self.exit_delay),
                 "in_regime": ("mu", self.in_regime.astype(bool)),
             },
             coords={"mu": mu, "level": np.asarray(QUANTILES)},
@@ -494,13 +512,28 @@ def escape_distribution(
     with np.errstate(divide="ignore"):
         tau_v = np.where(lam > 0, 1.0 / np.where(lam > 0, lam, 1.0), np.inf)
     leading = tau_v * max(0.5 * math.log(d) + math.log(radius), 0.0) / lr
-    in_regime = ok & (step_noise <= REGIME_MAX_STEP_NOISE)
+    # diagnostics of the two approximations that can fail inside lr d / B <= 1
+    start_nl = np.full(n, np.nan)
+    delay = np.full(n, np.nan)
+    if np.any(ok):
+        oi = np.flatnonzero(ok)
+        amp = np.abs(c[oi]) + 2.0 * sigma[oi]
+        du, dm, _ = flow(pr, amp * e_u[oi], amp * e_m[oi], mu_arr[oi], step_noise=step_noise,
+                         nodes=nodes or _smooth_nodes(pr))
+        f = np.stack([du, dm], -1) / lam[oi, None]
+        lin = amp[:, None] * np.stack([e_u[oi], e_m[oi]], -1)
+        start_nl[oi] = np.linalg.norm(f - lin, axis=-1) / amp
+        for i in oi:
+            t = tables[i]
+            delay[i] = t["K"][0] * t["g"] - math.log(radius / math.exp(t["logA"][0]))
+    in_regime = (ok & (step_noise <= REGIME_MAX_STEP_NOISE) & (start_nl <= MAX_START_NONLINEARITY)
+                 & (delay <= MAX_EXIT_DELAY))
     cfg = {"problem": pr.describe(), "teacher": pr.teacher.name, "student": pr.student.name,
            "label": pr.target.label.name, "loss": pr.loss, "d": d, "lr": lr, "batch": batch,
            "radius": radius, "u0": u0v, "m0": m0v, "starts": starts,
            "step_noise": step_noise, "quantiles": list(QUANTILES)}
-    return EscapeResult(mu_arr, q, mean, tau_v, lam, leading, noise_fraction, in_regime, cfg,
-                        tables)
+    return EscapeResult(mu_arr, q, mean, tau_v, lam, leading, noise_fraction, in_regime,
+                        start_nl, delay, cfg, tables)
 
 
 def _mean_steps(tab: dict, points: int = 2000) -> float:
