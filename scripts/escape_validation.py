@@ -157,7 +157,7 @@ def _fmt(v: float, digits: int = 4) -> str:
     return "inf" if not math.isfinite(v) else f"{v:.{digits}g}"
 
 
-def markdown(results: list[dict], skipped: list[dict]) -> str:
+def markdown(results: list[dict], skipped: list[dict], missing: list[dict] | None = None) -> str:
     """The comparison table and the score against the targets."""
     order = {a: i for i, a in enumerate(ACTS)}
     results = sorted(results, key=lambda r: (order[r["act"]], r["mu"], r["d"], r["x"]))
@@ -201,6 +201,12 @@ def markdown(results: list[dict], skipped: list[dict]) -> str:
                      "the simulation in seconds): " + "; ".join(
                          f"{s['act']} mu={s['mu']:g} d={s['d']} lr d/B={s['x']:g} "
                          f"({s['cost']:.0f} s)" for s in skipped) + ".")
+    if missing:
+        lines.append("")
+        lines.append(f"Not run ({len(missing)} cells of the grid whose simulation had not "
+                     "finished when the table was written): " + "; ".join(
+                         f"{s['act']} mu={s['mu']:g} d={s['d']} lr d/B={s['x']:g}"
+                         for s in missing) + ".")
     return "\n".join(lines) + "\n"
 
 
@@ -234,7 +240,9 @@ def main() -> None:
                 r.update(in_regime=bool(p.in_regime[0]),
                          start_nonlinearity=float(p.start_nonlinearity[0]),
                          exit_delay=float(p.exit_delay[0]))
-        block = markdown(results, skipped)
+        have = {key(r) for r in results} | {key(c) for c in skipped}
+        missing = [c for c in grid(args.grid, args.seeds) if key(c) not in have]
+        block = markdown(results, skipped, missing)
         DOC.write_text(insert(DOC.read_text(), block))
         print(f"updated {DOC}")
         return
