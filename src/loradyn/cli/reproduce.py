@@ -43,12 +43,11 @@ def reproduce_cmd(
         typer.echo(f"loradyn reproduce --scale {scale}: expected run time {when} on an idle "
                    "2-core machine (figures with an estimate)", err=True)
     res = reproduce(out, scale=scale, only=ids, engine=engine, progress=not no_progress, seed=seed)
-    counts = {v: sum(1 for c in res.claims if c.verdict == v)
-              for v in ("holds", "fails", "not-tested")}
+    from ..reproduce.claims import summary, summary_text
+
     typer.echo(
         f"{len(res.done)} made, {len(res.pending)} pending, {len(res.failed)} failed in "
-        f"{res.seconds:.0f} s; claims: {counts['holds']} hold, {counts['fails']} fail, "
-        f"{counts['not-tested']} not tested"
+        f"{res.seconds:.0f} s; claims: {summary_text(summary(res.claims))}"
     )
     for item in res.pending:
         typer.echo(f"pending: {item.id} ({item.reason})")

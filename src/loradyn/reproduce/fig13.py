@@ -4,17 +4,19 @@ Theory: the search-phase escape rate of :func:`loradyn.twolayer.tau` (largest ei
 the linearized flow at ``C = I``), turned into an exit time ``tau log(R sqrt d)``.
 Simulation: escape times of :func:`loradyn.twolayer.simulate` (first step with
 ``max_j |M_j| >= R``), mean over seeds, for several ranks, on the same axes.
+Finite-d theory (linear): :func:`loradyn.twolayer.escape.escape_distribution`, the mean
+escape step per rank (the first of r noisy directions escapes), plotted as open markers.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import xarray as xr
-from scipy import stats
 
 from ..twolayer import TwoLayerConfig, exit_time, linear_exit_time, simulate, tau
 from ..twolayer.escape import escape_distribution
 from . import _common as C
+from . import stats as S
 from .registry import FigureContext, FigureOutput, register
 
 ACTS = ("linear", "he2-norm")
@@ -22,7 +24,6 @@ RADIUS = 0.25
 # idle 2-core seconds, calibrated from measured CPU time (scripts/calibrate_estimates.py)
 ESTIMATE = {"test": 8.0, "quick": 3.8, "paper": 200.0}
 DENSE_MAX_D = 2000  # the dense engine costs O(B d) per step: cap d (and B = d / 10) there
-Z_ONE = float(stats.norm.isf(0.005))  # one-sided 0.5% critical value
 
 
 def settings(scale: str) -> dict:
@@ -60,27 +61,6 @@ def _escape_table(s: dict, engine: str, ctx: FigureContext, span: tuple[float, f
     return esc
 
 
-def _finite_d(s: dict, mus: np.ndarray, ranks: list[int], t_sim: np.ndarray,
-              mean: np.ndarray, sem: np.ndarray) -> dict:
-    """The finite-d prediction per (mu, rank) (escape time, step x lr) and its z-scores."""
-    m0 = 1.0 / np.sqrt(s["d"])
-    pred = np.array([escape_distribution(float(mu), ranks, K=s["K"], d=s["d"], lr=s["lr"],
-                                         batch=s["batch"], radius=RADIUS, a0=m0, m0=m0).mean
-                     for mu in mus]) * s["lr"]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        z = (pred - mean) / sem
-        gap_sim = mean[:, 0] - mean[:, -1]
-        gap_pred = pred[:, 0] - pred[:, -1]
-        z_excess = (gap_sim - gap_pred) / np.sqrt(sem[:, 0] ** 2 + sem[:, -1] ** 2)
-    kw = []
-    for i in range(len(mus)):
-        groups = [row[np.isfinite(row)] for row in t_sim[i]]
-        ok = all(g.size > 1 for g in groups) and np.ptp(np.concatenate(groups)) > 0
-        kw.append(float(stats.kruskal(*groups).pvalue) if ok else float("nan"))
-    return {"pred": pred, "mean": mean, "z": z, "gap_sim": gap_sim, "gap_pred": gap_pred,
-            "z_excess": z_excess, "kw": np.asarray(kw)}
-
-
 @register("fig13", "two-layer LoRA: escape time against mu and rank (App. K)")
 def make(ctx: FigureContext) -> FigureOutput:
     C.setup_style()
@@ -92,7 +72,8 @@ def make(ctx: FigureContext) -> FigureOutput:
         s = dict(s, d=DENSE_MAX_D, batch=DENSE_MAX_D // 10)
     K, ranks = s["K"], list(s["ranks"])
     fig, axs = plt.subplots(1, 2, figsize=(10, 3.8))
-    data, rows, spreads, sim_spreads, rel_err, fd = [], [], {}, {}, {}, {}
+    data, rows, spreads, sim_spreads, rel_err = [], [], {}, {}, {}
+    times, t_lin_at, n_div, fd = {}, {}, {}, {}
     for a_i, act in enumerate(ACTS):
         esc = _escape_table(s, engine, ctx, (0.45 * a_i, 0.45 * (a_i + 1)), act)
         data.append(C.save_dataset(esc, ctx, f"fig13_{act}"))
@@ -109,6 +90,9 @@ def make(ctx: FigureContext) -> FigureOutput:
                 label=r"theory $\tau\log(R\sqrt{d})$")
         mus = esc["mu"].values
         t_sim = np.where(esc.escape_step >= 0, esc.escape_step * s["lr"], np.nan)
+        times[act] = t_sim  # (mu, rank, seed); NaN: no escape in the budget
+        if "diverged" in esc:
+            n_div[act] = int(np.asarray(esc["diverged"].values).sum())
         mean = np.nanmean(t_sim, axis=-1)  # (mu, rank)
         sem = np.nanstd(t_sim, axis=-1) / np.sqrt(np.sum(np.isfinite(t_sim), axis=-1))
         width = 0.012 * (len(ranks) - 1)
@@ -118,10 +102,15 @@ def make(ctx: FigureContext) -> FigureOutput:
                         color=C.COLORS[j], label=f"simulation r = {r}")
         t_th = np.array([linear_exit_time(act, [m] * K, ranks[0], m0=m0, a0=m0, radius=RADIUS)
                          for m in mus])
+        t_lin_at[act] = t_th
+        if act == "linear":
+            fd[act] = finite_d_means(s, mus, ranks) * s["lr"]  # (mu, rank), time units
+            for j in range(len(ranks)):
+                off = -width / 2 + (width * j / max(1, len(ranks) - 1))
+                ax.plot(mus + off, fd[act][:, j], "D", mfc="none", ms=6, color=C.COLORS[j],
+                        label="finite-d prediction" if j == 0 else None)
         # a rank with no escaping seed (NaN mean) makes the spread NaN and K1 fail
         sim_spreads[act] = float(np.max(np.ptp(mean, axis=1) / np.mean(mean, axis=1)))
-        if act == "linear":
-            fd[act] = _finite_d(s, mus, ranks, t_sim, mean, sem)
         rel_err[act] = np.nanmean(mean, axis=1) / t_th - 1.0
         rel_err[act] = np.where(np.isfinite(rel_err[act]), rel_err[act], np.inf)
         for i, m in enumerate(mus):
@@ -142,52 +131,66 @@ def make(ctx: FigureContext) -> FigureOutput:
     data.append(C.save_csv(rows, ctx, "fig13"))
     ctx.progress(0.95, "claims")
 
-    tol_theory = 0.2
-    lin = fd["linear"]
-    ok_rate = spreads["linear"] < 1e-9
-    # leading order: no rank dependence beyond the finite-d start effect (one-sided z-test
-    # of the excess of the rank-1 over the top-rank mean escape time, at the 0.5% level)
-    z_excess = lin["z_excess"]
-    ok_lead = bool(ok_rate and np.all(np.isfinite(z_excess)) and np.max(z_excess) < Z_ONE)
-    # finite d: every (mu, rank) mean against the prediction, two-sided, Bonferroni at 1%
-    z_all = lin["z"]
-    n_tests = z_all.size
-    z_crit = float(stats.norm.isf(0.005 / n_tests))
-    ok_fd = bool(np.all(np.isfinite(z_all)) and np.max(np.abs(z_all)) < z_crit)
+    tol_rank, tol_theory = 0.1, 0.2
+    spread_ci = {a: rank_spread_ci(times[a]) for a in ACTS}
+    v_theory = spreads["linear"] < 1e-9
+    err_ci = {a: [S.bootstrap_ci(times[a][i].ravel() / t_lin_at[a][i] - 1.0, np.nanmean,
+                                 seed=i) for i in range(times[a].shape[0])] for a in ACTS}
+    v_err = S.combine([S.interval_verdict(lo, hi, -tol_theory, tol_theory)
+                       for a in ACTS for _, lo, hi in err_ci[a]])
+    div_note = "".join(f"; {a}: {k} diverged trajectories excluded" for a, k in n_div.items()
+                       if k)
+    tol_fd = 0.05
+    # leading order: after removing the predicted finite-d start effect (the rate is the
+    # same for every rank), the rank-1 minus top-rank gap relative to the mean escape time
+    ex_ci = [excess_gap_ci(times["linear"][i], fd["linear"][i], seed=i)
+             for i in range(times["linear"].shape[0])]
+    v_excess = S.combine([S.interval_verdict(lo, hi, -tol_rank, tol_rank)
+                          for _, lo, hi in ex_ci])
+    # finite d: every (mu, rank) mean against the prediction
+    fd_ci = [[S.bootstrap_ci(fd["linear"][i, j] / times["linear"][i, j], _mean_ratio,
+                             seed=10 * i + j) for j in range(len(ranks))]
+             for i in range(times["linear"].shape[0])]
+    v_fd = S.combine([S.interval_verdict(lo, hi, 1 - tol_fd, 1 + tol_fd)
+                      for row in fd_ci for _, lo, hi in row])
+    pred_spread = float(np.max(np.ptp(fd["linear"], axis=1) / np.mean(fd["linear"], axis=1)))
     claims = [
         C.claim(
             "K1", "App. K",
             "for linear activations the leading-order escape depends only on the collective "
             "mismatch vector, and not on the rank r: each rank direction obeys the same "
             "reduced two-dimensional dynamics",
-            f"theory: max relative spread of the escape rate over ranks {ranks} = "
-            f"{C.fmt(spreads['linear'])}; simulation ({engine}, {s['seeds']} seeds): mean "
-            f"escape time of rank {ranks[0]} minus rank {ranks[-1]} per mu = "
-            f"{C.fmt_list(lin['gap_sim'])} (finite-d prediction with a rank-independent rate: "
-            f"{C.fmt_list(lin['gap_pred'])}), z of the excess = {C.fmt_list(z_excess, 2)}; "
-            f"raw relative spread of the mean over ranks {C.fmt(sim_spreads['linear'])}",
-            "rate spread < 1e-9 and no rank effect beyond the finite-d start effect "
-            f"(one-sided z < {Z_ONE:.2f}, 0.5%)", ok_lead),
+            f"theory (leading order): max relative spread of the escape rate over ranks "
+            f"{ranks} = {C.fmt(spreads['linear'])}; simulation ({engine}, {s['seeds']} "
+            f"seeds): gap of the mean escape time rank {ranks[0]} - rank {ranks[-1]} beyond "
+            "the finite-d start effect (loradyn.twolayer.escape, same rate for every rank), "
+            "relative to the mean, with bootstrap 95% CI, per mu = "
+            f"{C.fmt_list(s['mus']['linear'])}: "
+            + ", ".join(S.fmt_ci(*c) for c in ex_ci) + div_note,
+            f"theory spread < 1e-9 (exact) and every CI of the excess gap inside "
+            f"[-{tol_rank}, {tol_rank}]; one outside: fails; straddling: inconclusive",
+            S.combine(["holds" if v_theory else "fails", v_excess])),
         C.claim(
-            "K1-finite-d", "App. K (beyond the paper: docs/theory.md s. 12)",
-            "Linear two-layer model at finite d: the mean escape step per rank follows the "
-            "finite-d prediction (loradyn.twolayer.escape: r noisy directions, the first to "
-            "reach the radius escapes, so higher ranks escape slightly earlier)",
-            f"predicted / simulated mean escape time per (mu, rank): "
-            f"{C.fmt_list((lin['pred'] / lin['mean']).ravel(), 3)}; z = "
-            f"{C.fmt_list(z_all.ravel(), 2)}; predicted relative spread over ranks "
-            f"{C.fmt(float(np.max(np.ptp(lin['pred'], axis=1) / lin['pred'].mean(axis=1))))}"
-            f", simulated {C.fmt(sim_spreads['linear'])}; Kruskal-Wallis p (escape step "
-            f"independent of rank) per mu = {C.fmt_list(lin['kw'], 2)}",
-            f"|z| < {z_crit:.2f} for all {n_tests} (two-sided 1%, Bonferroni)", ok_fd),
+            "K1-finite-d", "App. K (beyond the paper: docs/theory.md s. 12.1)",
+            "Linear two-layer model at finite d: the mean escape time per rank follows the "
+            "finite-d prediction (r noisy directions, the first to reach the radius escapes, "
+            "so higher ranks escape slightly earlier)",
+            "predicted / simulated mean escape time per (mu, rank), bootstrap 95% CI: "
+            + "; ".join(", ".join(S.fmt_ci(*c) for c in row) for row in fd_ci)
+            + f"; relative spread over ranks: simulated {S.fmt_ci(*spread_ci['linear'])}, "
+            f"predicted {C.fmt(pred_spread)}",
+            f"every CI inside [{1 - tol_fd:g}, {1 + tol_fd:g}]; one outside: fails; "
+            "straddling: inconclusive", v_fd),
         C.claim(
             "K1b", "App. K",
             "The search-phase linearization predicts the simulated escape time of the "
             "two-layer model (linear and He_2)",
-            "relative error of the rank-mean escape time against the linearized-flow exit "
-            "time: " + "; ".join(f"{a}: {C.fmt_list(rel_err[a], 2)}" for a in ACTS),
-            f"|relative error| < {tol_theory}",
-            bool(all(np.all(np.abs(rel_err[a]) < tol_theory) for a in ACTS))),
+            "relative error of the escape time (all ranks and seeds) against the "
+            "linearized-flow exit time, mean and bootstrap 95% CI per mu: " + "; ".join(
+                f"{a}: " + ", ".join(f"{est:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+                                     for est, lo, hi in err_ci[a]) for a in ACTS),
+            f"every CI inside [-{tol_theory}, {tol_theory}]; a CI outside it: fails; "
+            "straddling an edge: inconclusive", v_err),
     ]
     cap = (
         f"Escape time of the two-layer LoRA model (App. K) with K = {K} teacher neurons, all "
@@ -208,3 +211,60 @@ def make(ctx: FigureContext) -> FigureOutput:
     )
     ctx.progress(1.0, "done")
     return FigureOutput(cap, files, data, claims)
+
+
+def finite_d_means(s: dict, mus: np.ndarray, ranks: list[int]) -> np.ndarray:
+    """Predicted mean escape step per (mu, rank) (:func:`loradyn.twolayer.escape`)."""
+    m0 = 1.0 / np.sqrt(s["d"])
+    return np.array([escape_distribution(float(mu), ranks, K=s["K"], d=s["d"], lr=s["lr"],
+                                         batch=s["batch"], radius=RADIUS, a0=m0, m0=m0).mean
+                     for mu in mus])
+
+
+def _mean_ratio(x: np.ndarray) -> float:
+    """``pred / mean(t)`` for bootstrap samples of ``pred / t`` (harmonic trick)."""
+    return float(1.0 / np.mean(1.0 / x))
+
+
+def excess_gap_ci(t: np.ndarray, pred: np.ndarray, n_boot: int = 2000, seed: int = 0
+                  ) -> tuple[float, float, float]:
+    """``((m_1 - m_R) - (p_1 - p_R)) / mean`` for one mu: the simulated gap of the mean escape
+    time between the first and last rank beyond the predicted one, relative to the mean over
+    ranks, with a bootstrap 95% CI (seeds resampled within each rank). ``t``: (rank, seed).
+    """
+    def stat(x: np.ndarray) -> float:
+        m = x.mean(axis=-1)
+        return float(((m[0] - m[-1]) - (pred[0] - pred[-1])) / np.mean(m))
+
+    est = stat(t)
+    n = t.shape[-1]
+    if n < 2 or not np.isfinite(est):
+        return est, -np.inf if n < 2 else np.nan, np.inf if n < 2 else np.nan
+    rng = np.random.default_rng(seed)
+    boots = np.array([stat(np.take_along_axis(t, rng.integers(0, n, size=t.shape), axis=-1))
+                      for _ in range(n_boot)])
+    return est, float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))
+
+
+def rank_spread_ci(t: np.ndarray, n_boot: int = 2000, seed: int = 0
+                   ) -> tuple[float, float, float]:
+    """Max over mu of the relative spread ``(max - min) / mean`` over ranks of the mean
+    escape time, with a bootstrap 95% CI (seeds resampled within each (mu, rank) cell).
+
+    ``t`` has dims (mu, rank, seed); NaN (no escape) makes that cell's mean NaN and the
+    spread NaN (inconclusive), never a smaller spread.
+    """
+    def spread(x: np.ndarray) -> float:
+        mean = x.mean(axis=-1)
+        return float(np.max(np.ptp(mean, axis=1) / np.mean(mean, axis=1)))
+
+    est = spread(t)
+    n = t.shape[-1]
+    if n < 2 or not np.isfinite(est):
+        return est, -np.inf if n < 2 else np.nan, np.inf if n < 2 else np.nan
+    rng = np.random.default_rng(seed)
+    boots = np.empty(n_boot)
+    for b in range(n_boot):
+        idx = rng.integers(0, n, size=t.shape)
+        boots[b] = spread(np.take_along_axis(t, idx, axis=-1))
+    return est, float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))
