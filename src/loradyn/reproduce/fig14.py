@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from ..twolayer import TwoLayerConfig, simulate, summary, tau
+from ..twolayer import TwoLayerConfig, summary, tau
 from . import _common as C
 from .registry import FigureContext, FigureOutput, register
 
@@ -73,10 +73,10 @@ def make(ctx: FigureContext) -> FigureOutput:
                              lr=s["lr"], batch=s["batch"], steps=s["steps"], seeds=s["seeds"],
                              seed0=ctx.seed, record_every=max(1, s["steps"] // 100))
         ctx.progress(p / n, f"mu = {list(mu)}: ODE")
-        ode = simulate(cfg, ranks, "ode")
+        ode = C.simulate_twolayer(ctx, cfg.replace(ranks=ranks, engine="ode"))
         ctx.progress((p + 0.3) / n, f"mu = {list(mu)}: {engine}")
-        sim = simulate(cfg, ranks, engine,
-                       progress=lambda f, m, p=p: ctx.progress((p + 0.3 + 0.7 * f) / n, m))
+        sim = C.simulate_twolayer(ctx, cfg.replace(ranks=ranks, engine=engine),
+                                  ((p + 0.3) / n, (p + 1) / n))
         for name, ds in (("ode", ode), (engine, sim)):
             data.append(C.save_dataset(ds, ctx, f"fig14_mu{p}_{name}"))
         ax = axs[p] if n > 1 else axs

@@ -74,7 +74,7 @@ def _rel(path: Path, root: Path) -> str:
 
 def render(result: ReproduceResult) -> str:
     """The report's HTML text."""
-    from .runner import package_versions
+    from .environment import package_versions
 
     root = result.out
     counts = summary(result.claims)

@@ -76,6 +76,28 @@ def execute_task(
         }
 
 
+def run_checked(run: Any, params: dict[str, Any], engine: str, client_code: str,
+                threads: int | None = 1) -> Any:
+    """Run one task where Dask placed it and return its dataset; exceptions propagate.
+
+    Refuses (``LoradynError``) when this worker's :func:`loradyn.store.code_hash` differs
+    from ``client_code``; pins torch's thread count like :func:`execute_task`.
+    """
+    from ..store import code_hash
+
+    if code_hash() != client_code:
+        raise LoradynError(f"worker code hash {code_hash()} differs from the client's "
+                           f"{client_code}: install the same loradyn on every worker")
+    if threads is not None and "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ds = run(params, engine)
+    return ds.load() if isinstance(ds, xr.Dataset) else ds
+
+
 def _error_record(task: Task, info: Mapping[str, Any], spec: SweepSpec) -> dict[str, Any]:
     return {
         **info,

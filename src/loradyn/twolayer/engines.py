@@ -273,7 +273,7 @@ def run(
             "C": (("seed", "step", "lora", "lora2"), res["C"]),
             "overlap": (("seed", "step"), ov),
             "escape_step": (("seed",), res["escape_step"]),
-            "diverged": (("seed",), res["diverged"].astype(np.int8)),
+            "diverged": (("seed",), res["diverged"].astype(bool)),
         },
         coords={
             "seed": seeds, "step": steps, "time": ("step", steps * cfg.lr),
@@ -281,7 +281,9 @@ def run(
             "lora2": np.arange(cfg.rank),
         },
         attrs={
-            "config": cfg.to_json(), "engine": engine, "model": "twolayer",
+            "config": cfg.replace(engine=engine, ranks=None, stop_on_escape=stop_on_escape
+                                  ).to_json(), "engine": engine,
+            "model": "twolayer",
             "loss_method": "closed-form" if cfg.closed_form else "quadrature",
         },
     )
@@ -291,17 +293,31 @@ def run(
 
 
 def simulate(
-    cfg: TwoLayerConfig, ranks: list[int] | None = None, engine: str = "reduced", *,
-    stop_on_escape: bool = False, progress: Progress | None = None,
+    cfg: TwoLayerConfig, ranks: list[int] | None = None, engine: str | None = None, *,
+    stop_on_escape: bool | None = None, progress: Progress | None = None,
 ) -> xr.Dataset:
-    """Run :func:`run` for each rank in ``ranks`` (default ``[cfg.rank]``), stacked on ``rank``."""
-    ranks = [cfg.rank] if ranks is None else [int(r) for r in ranks]
-    if not ranks:
-        raise LoradynError("rank list is empty: give at least one rank")
+    """Run :func:`run` for each rank of ``cfg.ranks``, stacked on a ``rank`` dimension.
+
+    ``ranks``, ``engine`` and ``stop_on_escape``, when given, override the config's; the
+    result's ``attrs["config"]`` is the configuration actually run, ranks and engine
+    included, so ``TwoLayerConfig.from_json(ds.attrs["config"])`` rebuilds it.
+    """
+    if stop_on_escape is not None:
+        cfg = cfg.replace(stop_on_escape=stop_on_escape)
+    stop_on_escape = cfg.stop_on_escape
+    if ranks is not None:
+        ranks = list(ranks)
+        if not ranks:
+            raise LoradynError("rank list is empty: give at least one rank")
+        cfg = cfg.replace(ranks=ranks)
+    if engine is not None:
+        cfg = cfg.replace(engine=engine)
+    ranks = list(cfg.ranks)
+    engine = cfg.engine
     rmax = max(ranks)
     out = []
     for i, r in enumerate(ranks):
-        c = cfg.replace(rank=r)
+        c = cfg.replace(rank=r, ranks=None)
 
         def prog(f: float, msg: str, i: int = i) -> None:
             if progress is not None:
@@ -313,11 +329,7 @@ def simulate(
         if progress is not None and engine == "ode":
             progress((i + 1) / len(ranks), f"rank {r}")
     res = xr.concat(out, dim="rank", combine_attrs="override")
-    base = cfg.to_dict()
-    base["ranks"] = ranks
-    import json
-
-    res.attrs["config"] = json.dumps(base, sort_keys=True)
+    res.attrs["config"] = cfg.to_json()
     return res
 
 

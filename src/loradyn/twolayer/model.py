@@ -49,6 +49,7 @@ Initialization (exact law at dimension ``d``):
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -152,6 +153,14 @@ class TwoLayerConfig:
         always recorded.
     noise_term
         ODE engine only: include the finite-step drift proportional to :math:`\eta d/B`.
+    ranks
+        The ranks one :func:`loradyn.twolayer.simulate` call runs, stacked on a ``rank``
+        dimension (default: ``(rank,)``); kept in the result's ``attrs["config"]``, so
+        ``TwoLayerConfig.from_json(ds.attrs["config"])`` rebuilds the whole run.
+    engine
+        Execution option: ``reduced`` (default), ``dense`` or ``ode``.
+    stop_on_escape
+        End the run once every seed escaped (later records are NaN): for escape times.
     """
 
     mu: Any = (0.5, 0.5)
@@ -171,6 +180,9 @@ class TwoLayerConfig:
     threshold: float = 0.5
     record_every: int | None = None
     noise_term: bool = True
+    ranks: Any = None
+    engine: str = "reduced"
+    stop_on_escape: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.mu, str):
@@ -223,6 +235,18 @@ class TwoLayerConfig:
         re = max(1, self.steps // 500) if self.record_every is None else self.record_every
         set_(self, "record_every", _int("record_every", re, 1))
         set_(self, "noise_term", bool(self.noise_term))
+        set_(self, "ranks", _ranks(self.ranks, self.rank))
+        if self.d < K + 2 * max(self.ranks):
+            raise LoradynError(
+                f"d = {self.d} is too small for K = {K} neurons and rank {max(self.ranks)}: "
+                f"use d >= K + 2r = {K + 2 * max(self.ranks)}"
+            )
+        eng = str(self.engine).strip().lower()
+        if eng not in ENGINES:
+            raise LoradynError(f"engine = {self.engine!r} is unknown: choose one of "
+                               f"{', '.join(ENGINES)}")
+        set_(self, "engine", eng)
+        set_(self, "stop_on_escape", bool(self.stop_on_escape))
 
     # ----------------------------------------------------------------------------------
     @property
@@ -268,6 +292,7 @@ class TwoLayerConfig:
         """Plain-Python dict of every field (JSON-serializable)."""
         out = dataclasses.asdict(self)
         out["mu"] = list(self.mu)
+        out["ranks"] = list(self.ranks)
         return out
 
     def to_json(self) -> str:
@@ -275,9 +300,48 @@ class TwoLayerConfig:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
+    def from_dict(cls, data: Any) -> TwoLayerConfig:
+        """Build a config from :meth:`to_dict` output; an unknown key is a one-line error."""
+        if not isinstance(data, dict):
+            raise LoradynError(f"a TwoLayerConfig needs a mapping of fields, got "
+                               f"{type(data).__name__}")
+        names = {f.name for f in dataclasses.fields(cls) if f.init}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise LoradynError(f"unknown configuration key {unknown[0]!r}: valid keys are "
+                               f"{', '.join(sorted(names))}")
+        return cls(**data)
+
+    @classmethod
     def from_json(cls, text: str) -> TwoLayerConfig:
-        """Inverse of :meth:`to_json`."""
-        return cls(**json.loads(text))
+        """Inverse of :meth:`to_json` (also reads the ``attrs['config']`` of a result)."""
+        try:
+            data = json.loads(text)
+        except (TypeError, json.JSONDecodeError) as exc:
+            raise LoradynError(f"configuration is not valid JSON: {exc}") from None
+        return cls.from_dict(data)
+
+    def key(self) -> str:
+        """16-hex-digit content key: sha256 of the canonical JSON of every field (the
+        engine included: it changes the law of the result)."""
+        from ..params import canonical_json
+
+        text = canonical_json({"class": type(self).__name__, "config": self.to_dict()})
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _ranks(ranks: Any, rank: int) -> tuple[int, ...]:
+    """``ranks`` as a non-empty tuple of integers >= 1 (``None``: ``(rank,)``)."""
+    if ranks is None:
+        return (int(rank),)
+    if isinstance(ranks, str) or np.isscalar(ranks):
+        ranks = [ranks]
+    out = tuple(_int("ranks", r, 1) for r in ranks)
+    if not out:
+        raise LoradynError("ranks is empty: give at least one rank")
+    if len(set(out)) != len(out):
+        raise LoradynError("ranks contains a repeated rank: give each rank once")
+    return out
 
 
 @dataclass

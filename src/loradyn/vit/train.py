@@ -33,10 +33,18 @@ import torch.nn.functional as F
 import xarray as xr
 
 from ..errors import LoradynError
-from ..io import atomic_write, atomic_write_text
+from ..io import atomic_write, atomic_write_text, load_netcdf, save_netcdf
 from .config import ExperimentConfig
 from .data import TaskData, load_task, per_class_subset
 from .model import add_lora, build_vit, check_geometry, check_trainable
+from .rundir import (  # noqa: F401 - the run directory's API, re-exported
+    check_run_dir,
+    checkpoint_path,
+    finetune_path,
+    load_run_config,
+    prepare_run_dir,
+    pretrain_dir,
+)
 
 log = logging.getLogger(__name__)
 
@@ -93,18 +101,12 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
         torch.save(obj, tmp)
 
 
-def _atomic_netcdf(ds: xr.Dataset, path: Path) -> None:
-    with atomic_write(path, mkdir=False) as tmp:
-        ds.to_netcdf(tmp)
+_atomic_netcdf = save_netcdf  # the one netCDF writer (kept under the old private names)
+_load_nc = load_netcdf
 
 
 def _atomic_text(text: str, path: Path) -> None:
     atomic_write_text(path, text, encoding=None, mkdir=False)
-
-
-def _load_nc(path: Path) -> xr.Dataset:
-    with xr.open_dataset(path) as ds:
-        return ds.load()
 
 
 def _epoch_seed(seed: int, epoch: int, salt: int) -> int:
@@ -179,67 +181,6 @@ class _Counter:
     def add(self, k: int, message: str) -> None:
         self.done += k
         self.progress(min(1.0, self.done / self.total), message)
-
-
-# --------------------------------------------------------------------------- run dir
-
-
-def pretrain_dir(out: Path, pseed: int) -> Path:
-    return Path(out) / "pretrain" / f"seed{pseed}"
-
-
-def checkpoint_path(out: Path, pseed: int, epoch: int) -> Path:
-    return pretrain_dir(out, pseed) / f"ckpt_{epoch:03d}.pt"
-
-
-def finetune_path(out: Path, pseed: int, epoch: int, seed: int) -> Path:
-    return Path(out) / "finetune" / f"p{pseed}_ckpt{epoch:03d}_seed{seed}.nc"
-
-
-def load_run_config(out: str | Path) -> ExperimentConfig:
-    """The experiment stored in ``out/config.json``."""
-    p = Path(out) / "config.json"
-    if not p.exists():
-        raise LoradynError(f"{p} not found; run 'loradyn vit run' or 'vit pretrain' first")
-    return ExperimentConfig.from_dict(json.loads(p.read_text()))
-
-
-def check_run_dir(cfg: ExperimentConfig, out: str | Path) -> None:
-    """Raise a user error if ``out`` holds a run of another configuration."""
-    p = Path(out) / "config.json"
-    if p.exists():
-        old = ExperimentConfig.from_dict(json.loads(p.read_text()))
-        if old.work_key() != cfg.work_key():
-            raise LoradynError(
-                f"{out} holds a run of another configuration ({old.name}, scale {old.scale}); "
-                "use another --out directory"
-            )
-
-
-def prepare_run_dir(cfg: ExperimentConfig, out: str | Path) -> ExperimentConfig:
-    """Create ``out`` and store ``cfg``; refuse a directory holding another experiment.
-
-    Seeds accumulate: a rerun with new seeds adds them to the stored list. Returns the
-    stored config.
-    """
-    out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise LoradynError(f"cannot create the run directory {out}: {exc.strerror or exc}; "
-                           "choose another --out") from None
-    p = out / "config.json"
-    if p.exists():
-        old = ExperimentConfig.from_dict(json.loads(p.read_text()))
-        if old.work_key() != cfg.work_key():
-            raise LoradynError(
-                f"{out} holds a run of another configuration ({old.name}, scale {old.scale}); "
-                "use another --out directory"
-            )
-        seeds = tuple(sorted(set(old.seeds) | set(cfg.seeds)))
-        cfg = cfg.with_seeds(seeds)
-    _atomic_text(json.dumps(cfg.to_dict(), indent=1, sort_keys=True), p)
-    return cfg
 
 
 # --------------------------------------------------------------------------- pretrain
