@@ -57,9 +57,9 @@ def reproduce_cmd(
     prepare_out(out)
     est = expected_seconds(scale, ids)
     if est:
-        when = f"about {est / 60:.0f} min" if est >= 90 else "under 2 min"
-        typer.echo(f"loradyn reproduce --scale {scale}: expected run time {when} on 2 CPU "
-                   "cores (figures with an estimate)", err=True)
+        when = f"about {est / 60:.0f} min" if est >= 120 else f"about {est:.0f} s"
+        typer.echo(f"loradyn reproduce --scale {scale}: expected run time {when} on an idle "
+                   "2-core machine (figures with an estimate)", err=True)
     from ._progress import rich_bar
 
     with rich_bar("reproduce", enabled=not no_progress) as bar:
