@@ -331,9 +331,9 @@ def _reproduce_items(out, scale, only, engine, progress, seed, ids, import_probl
         for spec in runnable:
             result.items.append(make_item(spec, None))
     else:
-        from ..sweep.runner import _client
+        from ..sweep.runner import dask_client
 
-        with _client(workers, scheduler, max(len(runnable), 1)) as client:
+        with dask_client(workers, scheduler, max(len(runnable), 1)) as client:
             result.items.extend(_make_on_dask(runnable, make_item, client, store_root,
                                               reuse_other_code))
 

@@ -131,7 +131,12 @@ def _check_address(scheduler: str) -> None:
 
 
 @contextlib.contextmanager
-def _client(workers: int | None, scheduler: str | None, n_tasks: int) -> Iterator[Any]:
+def dask_client(workers: int | None, scheduler: str | None, n_tasks: int) -> Iterator[Any]:
+    """A Dask ``Client``: to the scheduler at ``scheduler``, or to a new ``LocalCluster`` of
+    ``workers`` processes (one thread each; default: the CPUs, at most ``n_tasks``).
+
+    Used by sweeps and by ``loradyn reproduce --workers/--scheduler``.
+    """
     try:
         from dask.distributed import Client, LocalCluster
     except ImportError as exc:  # pragma: no cover - dask is an optional extra
@@ -260,7 +265,7 @@ def _run_pending(
     n_failed = sum(1 for t in tasks if states[t.key][0] != "done" and t not in pending
                    and store.has_error(t.key))
     total = len(tasks)
-    with _client(workers, scheduler, len(pending)) as client:
+    with dask_client(workers, scheduler, len(pending)) as client:
         from dask.distributed import as_completed
 
         here = code_hash()
