@@ -11,7 +11,12 @@ Run directory layout (every file is written atomically: temp file, then ``os.rep
     DIR/table.csv, DIR/figure.png                 Table-1 and Fig. 10-12 style outputs
 
 A killed run loses at most the epoch in progress: rerunning skips finished pre-trainings
-and fine-tunes and continues unfinished ones from their last completed epoch. Each epoch
+and fine-tunes and continues unfinished ones from their last completed epoch. A file that
+cannot be read back (truncated ``state.pt``, checkpoint, ``history.nc``, fine-tune result
+or ``config.json``) is moved aside to ``NAME.corrupt`` with one :class:`CorruptFileWarning`
+naming it and what is redone, and the work it held is redone: a corrupted run heals on
+rerun. Training whose loss becomes NaN or infinite stops with a :class:`DivergenceError`
+(nothing is written to the table), and an epoch without an optimizer step is an error. Each epoch
 reseeds torch's global generator and the shuffling generator from (seed, epoch), so a
 resumed run gives the same numbers as an uninterrupted one.
 """
@@ -32,18 +37,22 @@ import torch
 import torch.nn.functional as F
 import xarray as xr
 
-from ..errors import LoradynError
+from ..errors import DivergenceError, LoradynError
 from ..io import atomic_write, atomic_write_text, load_netcdf, save_netcdf
 from .config import ExperimentConfig
 from .data import TaskData, load_task, per_class_subset
 from .model import add_lora, build_vit, check_geometry, check_trainable
 from .rundir import (  # noqa: F401 - the run directory's API, re-exported
+    CorruptFileWarning,
     check_run_dir,
     checkpoint_path,
     finetune_path,
     load_run_config,
     prepare_run_dir,
     pretrain_dir,
+    read_config,
+    set_aside,
+    try_netcdf,
 )
 
 log = logging.getLogger(__name__)
@@ -101,12 +110,36 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
         torch.save(obj, tmp)
 
 
-_atomic_netcdf = save_netcdf  # the one netCDF writer (kept under the old private names)
-_load_nc = load_netcdf
+def _atomic_netcdf(ds: xr.Dataset, path: Path) -> None:
+    with atomic_write(path, mkdir=False) as tmp:
+        ds.to_netcdf(tmp)
 
 
 def _atomic_text(text: str, path: Path) -> None:
     atomic_write_text(path, text, encoding=None, mkdir=False)
+
+
+_atomic_netcdf = save_netcdf  # the one netCDF writer (kept under the old private names)
+_load_nc = load_netcdf
+_try_nc = try_netcdf
+
+
+# what a torch.load of a damaged file raises (truncated zip, bad pickle, short read)
+_TORCH_ERRORS = (RuntimeError, EOFError, OSError, ValueError, KeyError, TypeError,
+                 AttributeError, IndexError, ImportError, __import__("pickle").UnpicklingError)
+
+
+def _try_torch(path: Path, keys: tuple[str, ...], map_location: Any, redo: str) -> Any | None:
+    """``torch.load(path)`` (weights only) checked to be a dict with ``keys``; a file that
+    fails is set aside (:func:`set_aside`) and ``None`` returned."""
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+        if not isinstance(obj, dict) or any(k not in obj for k in keys):
+            raise ValueError(f"not a dict with {', '.join(keys)}")
+        return obj
+    except _TORCH_ERRORS as exc:
+        set_aside(path, exc, redo)
+        return None
 
 
 def _epoch_seed(seed: int, epoch: int, salt: int) -> int:
@@ -142,6 +175,11 @@ def _train_epoch(model, opt, x, y, batch_size: int, gen: torch.Generator,
                  label_smoothing: float = 0.0) -> float:
     model.train()
     n = len(y)
+    if n == 0 or batch_size < 1:
+        raise LoradynError(
+            f"no optimizer step would be taken ({n} training examples, batch size "
+            f"{batch_size}): give a positive batch_size and a non-empty training set"
+        )
     perm = torch.randperm(n, generator=gen).to(x.device)
     total = torch.zeros((), device=device)
     for i in range(0, n, batch_size):
@@ -157,7 +195,13 @@ def _train_epoch(model, opt, x, y, batch_size: int, gen: torch.Generator,
         if sched is not None:
             sched.step()
         total += loss.detach() * len(idx)  # no per-step host sync
-    return float(total) / n
+    mean = float(total) / n
+    if not math.isfinite(mean):
+        raise DivergenceError(
+            f"training diverged: the loss became {mean} (learning rate "
+            f"{opt.param_groups[0]['lr']:g}); lower lr. Nothing was written for this run"
+        )
+    return mean
 
 
 def _cosine(step: int, total: int, warmup: int, min_ratio: float) -> float:
@@ -216,8 +260,10 @@ def pretrain(
     hist_path = d / "history.nc"
     counter = _counter or _Counter(pt.epochs, progress)
     if hist_path.exists() and all(checkpoint_path(out, pseed, e).exists() for e in pt.checkpoints):
-        counter.add(pt.epochs, f"pretrain seed {pseed}: done")
-        return _load_nc(hist_path)
+        done = _pretrain_done(out, pseed, pt.epochs, pt.checkpoints)
+        if done is not None:
+            counter.add(pt.epochs, f"pretrain seed {pseed}: done")
+            return done
     d.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device)
     amp = (dev.type == "cuda") if amp is None else amp
@@ -235,14 +281,28 @@ def pretrain(
     state_path = d / "state.pt"
     hist: dict[str, list[float]] = {"test_acc": [], "test_loss": [], "train_loss": [], "lr": []}
     start = 0
+    st = None
     if state_path.exists():
-        st = torch.load(state_path, map_location=dev, weights_only=True)
-        model.load_state_dict(st["model"])
-        opt.load_state_dict(st["opt"])
-        sched.load_state_dict(st["sched"])
-        hist = {k: list(v) for k, v in st["hist"].items()}
-        start = int(st["epoch"])
-        counter.add(start, f"pretrain seed {pseed}: resumed after epoch {start}")
+        st = _try_torch(state_path, ("model", "opt", "sched", "hist", "epoch"), dev,
+                        f"pre-training seed {pseed} restarts from epoch 0")
+    if st is not None:
+        try:
+            model.load_state_dict(st["model"])
+            opt.load_state_dict(st["opt"])
+            sched.load_state_dict(st["sched"])
+            hist = {k: list(v) for k, v in st["hist"].items()}
+            start = int(st["epoch"])
+        except _TORCH_ERRORS as exc:  # a state of another shape: start over
+            set_aside(state_path, exc, f"pre-training seed {pseed} restarts from epoch 0")
+            torch.manual_seed(pseed)
+            model = build_vit(cfg.vit, src.num_classes).to(dev)
+            opt = torch.optim.AdamW(model.parameters(), lr=pt.lr, weight_decay=pt.weight_decay)
+            sched = torch.optim.lr_scheduler.LambdaLR(
+                opt, lambda s: _cosine(s, total, warm, pt.min_lr_ratio)
+            )
+            start = 0
+        if start:
+            counter.add(start, f"pretrain seed {pseed}: resumed after epoch {start}")
     x_tr = src.x_train.to(dev)
     y_tr = src.y_train.to(dev)
     if start == 0:
@@ -276,6 +336,23 @@ def pretrain(
     _atomic_netcdf(ds, hist_path)
     state_path.unlink(missing_ok=True)
     return ds
+
+
+def _pretrain_done(out: Path, pseed: int, epochs: int,
+                   checkpoints: tuple[int, ...]) -> xr.Dataset | None:
+    """The finished pre-training's history if it and every checkpoint read back, else
+    ``None`` (the unreadable files set aside: the pre-training is redone)."""
+    redo = f"pre-training seed {pseed} is redone"
+    hist = try_netcdf(pretrain_dir(out, pseed) / "history.nc", epochs,
+                   ("test_acc", "test_loss", "train_loss", "lr"), ("pretrain_seed",), redo)
+    bad = [e for e in checkpoints if _try_torch(
+        checkpoint_path(out, pseed, e), ("model", "source_acc", "source_loss"), "cpu",
+        redo) is None]
+    if hist is None or bad:
+        if hist is not None:  # redone anyway: the history is rewritten with the checkpoints
+            (pretrain_dir(out, pseed) / "history.nc").unlink(missing_ok=True)
+        return None
+    return hist
 
 
 def _save_checkpoint(model, out: Path, pseed: int, epoch: int, acc: float, loss: float) -> None:
@@ -339,8 +416,11 @@ def finetune(
     counter = _counter or _Counter(ft.epochs, progress)
     tag = f"finetune ckpt {checkpoint} seed {seed}"
     if path.exists():
-        counter.add(ft.epochs, f"{tag}: done")
-        return _load_nc(path)
+        done = try_netcdf(path, ft.epochs, ("test_acc", "test_loss", "train_loss"),
+                       ("source_acc", "checkpoint", "seed"), f"{tag} is redone")
+        if done is not None:
+            counter.add(ft.epochs, f"{tag}: done")
+            return done
     ck_path = checkpoint_path(out, pseed, checkpoint)
     if not ck_path.exists():
         raise LoradynError(
@@ -351,7 +431,14 @@ def finetune(
     amp = (dev.type == "cuda") if amp is None else amp
     tgt = target or load_task(cfg.target, data_dir, download)
     check_geometry(cfg.vit, tgt.channels, tgt.image_size, "target")
-    ck = torch.load(ck_path, map_location="cpu", weights_only=True)
+    ck = _try_torch(ck_path, ("model", "source_acc", "source_loss"), "cpu",
+                    "rerun 'loradyn vit run' or 'vit pretrain' to redo it")
+    if ck is None:
+        (pretrain_dir(out, pseed) / "history.nc").unlink(missing_ok=True)  # not finished now
+        raise LoradynError(
+            f"{ck_path} was unreadable and is set aside: rerun 'loradyn vit run' or "
+            f"'vit pretrain' (pre-training seed {pseed}) to redo it"
+        )
     n_src = ck["model"]["head.weight"].shape[0]
     reinit = head_reinitialized(cfg)
     if not reinit and n_src != tgt.num_classes:
@@ -377,14 +464,27 @@ def finetune(
 
     state_path = path.with_name(path.stem + ".state.pt")
     start = 0
+    st = None
     if state_path.exists():
-        st = torch.load(state_path, map_location=dev, weights_only=True)
-        model.load_state_dict(st["trainable"], strict=False)
-        opt.load_state_dict(st["opt"])
-        hist = {k: list(v) for k, v in st["hist"].items()}
-        start = int(st["epoch"])
-        counter.add(start, f"{tag}: resumed after epoch {start}")
-    else:
+        st = _try_torch(state_path, ("trainable", "opt", "hist", "epoch"), dev,
+                        f"{tag} restarts from epoch 0")
+        if st is not None:
+            try:
+                opt_state = st["opt"]
+                hist = {k: list(v) for k, v in st["hist"].items()}
+                start = int(st["epoch"])
+                bad = model.load_state_dict(st["trainable"], strict=False).unexpected_keys
+                if bad:
+                    raise KeyError(f"unknown parameters {bad[:2]}")
+                opt.load_state_dict(opt_state)
+            except _TORCH_ERRORS as exc:
+                set_aside(state_path, exc, f"{tag} restarts from epoch 0")
+                raise LoradynError(
+                    f"{state_path} did not fit the model and was set aside: rerun to redo "
+                    f"{tag}"
+                ) from None
+            counter.add(start, f"{tag}: resumed after epoch {start}")
+    if st is None:
         acc, loss = evaluate(model, tgt.x_test, tgt.y_test, dev, amp)
         hist = {"test_acc": [acc], "test_loss": [loss], "train_loss": [float("nan")]}
     names = {id(p): n for n, p in model.named_parameters()}
