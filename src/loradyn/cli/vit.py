@@ -83,7 +83,7 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
 def _warning_lines() -> Iterator[None]:
     """Print each healed-file warning as one ``warning: ...`` line on stderr (also when the
     body fails)."""
-    from ..vit.train import CorruptFileWarning
+    from ..vit.rundir import CorruptFileWarning
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", CorruptFileWarning)
