@@ -295,3 +295,23 @@ def test_twolayer_sweep_runs_collects_and_shares_keys(tmp_path, scheduler):
     np.testing.assert_array_equal(stored["loss"].values, direct["loss"].values)
     with pytest.raises(LoradynError, match="grid.rank"):
         load_spec({"sweep": {"name": "x", "kind": "twolayer"}, "grid": {"rank": [0]}})
+
+
+def test_sweep_recomputes_results_of_other_code_unless_told(tmp_path, scheduler, capsys):
+    spec = tmp_path / "s.toml"
+    spec.write_text(SPEC)
+    out = tmp_path / "sw"
+    run_sweep(spec, out, scheduler=scheduler)
+    path = sorted((out / "results").glob("*.nc"))[0]
+    ds = load_netcdf(path)
+    ds.attrs["code_hash"] = "0" * 16  # as if made by another version of the engines
+    save_netcdf(ds, path)
+    st = sweep_status(out)
+    assert st.done == 1 and st.pending == 1 and not st.corrupt
+    assert run_sweep(spec, out, scheduler=scheduler, reuse_other_code=True).done == 2
+    assert load_netcdf(path).attrs["code_hash"] == "0" * 16  # kept
+    capsys.readouterr()
+    run_sweep(spec, out, scheduler=scheduler)
+    err = capsys.readouterr().err
+    assert err.count("warning:") == 1 and "other number-computing code" in err
+    assert load_netcdf(path).attrs["code_hash"] == code_hash()

@@ -242,6 +242,10 @@ def _run_pending(
         state, reason = states[t.key]
         if state == "corrupt":
             store.quarantine(t.key, reason)
+    stale = sum(1 for state, _ in states.values() if state == "stale")
+    if stale:
+        store.warn(f"{stale} result(s) in {store.root} were made by other number-computing code: "
+                   "recomputing them (--reuse-other-code keeps them)")
     for t in tasks:
         done = states[t.key][0] == "done"
         if t.error and not done and (retry_failed or not store.has_error(t.key)):
