@@ -18,7 +18,7 @@ from .registry import FigureContext, FigureOutput, register
 
 ACT = "he2-norm"
 # idle 2-core seconds, calibrated from measured CPU time (scripts/calibrate_estimates.py)
-ESTIMATE = {"test": 8.0, "quick": 6.7, "paper": 950.0}
+ESTIMATE = {"test": 8.0, "quick": 6.7, "paper": 370.0}
 DENSE_MAX_D = 2000  # the dense engine costs O(B d) per step: cap d (and B = d / 2) there
 
 
