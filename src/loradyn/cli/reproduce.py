@@ -66,12 +66,11 @@ def reproduce_cmd(
         res = reproduce(out, scale=scale, only=ids, engine=engine, progress=bar, seed=seed,
                         workers=workers, scheduler=scheduler, store=store,
                         reuse_other_code=reuse_other_code, from_data=from_data)
-    counts = {v: sum(1 for c in res.claims if c.verdict == v)
-              for v in ("holds", "fails", "not-tested")}
+    from ..reproduce.claims import summary, summary_text
+
     typer.echo(
         f"{len(res.done)} made, {len(res.pending)} pending, {len(res.failed)} failed in "
-        f"{res.seconds:.0f} s; claims: {counts['holds']} hold, {counts['fails']} fail, "
-        f"{counts['not-tested']} not tested"
+        f"{res.seconds:.0f} s; claims: {summary_text(summary(res.claims))}"
     )
     for item in res.pending:
         typer.echo(f"pending: {item.id} ({item.reason})")
