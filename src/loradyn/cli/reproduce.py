@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
 from ._app import app
@@ -11,7 +9,7 @@ from ._app import app
 
 @app.command("reproduce")
 def reproduce_cmd(
-    out: Path = typer.Option(..., "--out", help="Output directory (figures/, data/, index.html)."),
+    out: str = typer.Option(..., "--out", help="Output directory (figures/, data/, index.html)."),
     scale: str = typer.Option("quick", "--scale", help="quick (minutes) or paper (paper sizes)."),
     only: str | None = typer.Option(None, "--only", help="Comma-separated ids, e.g. fig1,fig2."),
     engine: str = typer.Option("reduced", "--engine", help="Simulation engine: reduced or dense."),
@@ -23,7 +21,7 @@ def reproduce_cmd(
     scheduler: str | None = typer.Option(
         None, "--scheduler", help="Run the simulations on the Dask scheduler at ADDRESS."
     ),
-    store: Path | None = typer.Option(
+    store: str | None = typer.Option(
         None, "--store", help="Result store of the simulations (default OUT/cache; a sweep "
         "directory shares its results)."
     ),
@@ -31,7 +29,7 @@ def reproduce_cmd(
         False, "--reuse-other-code",
         help="Serve stored results made by another version of the number-computing code.",
     ),
-    from_data: Path | None = typer.Option(
+    from_data: str | None = typer.Option(
         None, "--from-data", help="Rebuild figures, claims and report from the stored "
         "simulations of the reproduction in DIR, simulating nothing."
     ),
@@ -41,6 +39,7 @@ def reproduce_cmd(
     from ..reproduce.runner import (
         ENGINES,
         SCALES,
+        check_seed,
         discover,
         expected_seconds,
         parse_only,
@@ -53,6 +52,7 @@ def reproduce_cmd(
     if engine not in ENGINES:
         raise LoradynError(f"unknown engine {engine!r}: choose reduced or dense")
 
+    check_seed(seed)
     ids = parse_only(only, extra=discover())
     prepare_out(out)
     est = expected_seconds(scale, ids)

@@ -10,6 +10,7 @@ fail the run.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import importlib.util
 import json
@@ -24,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ..errors import LoradynError
+from ..errors import LoradynError, as_int
 from ..io import atomic_write_text
 from ..progress import Progress, as_callback
 from .environment import PACKAGES, package_versions  # noqa: F401 - re-exported
@@ -78,6 +79,7 @@ class ReproduceResult:
     out: Path
     scale: str
     engine: str
+    seed: int = 0
     items: list[ItemResult] = field(default_factory=list)
     claims: list[Claim] = field(default_factory=list)
     seconds: float = 0.0
@@ -236,6 +238,9 @@ def reproduce(
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
                                 or workers < 1):
         raise LoradynError(f"--workers = {workers!r} is invalid: give a positive integer")
+    for name, val in (("--store", store), ("--from-data", from_data)):
+        if val is not None and not str(val).strip():
+            raise LoradynError(f"{name} is empty: give a directory")
     if from_data is not None:
         src = Path(from_data)
         if not (src / "cache" / "results").is_dir():
@@ -244,6 +249,7 @@ def reproduce(
         if store is not None:
             raise LoradynError("give either --from-data or --store, not both")
         store = src / "cache"
+    seed = check_seed(seed)
     t0 = time.perf_counter()
     import_problems = discover()
     ids = parse_only(only, extra=import_problems)
@@ -265,11 +271,12 @@ def _reproduce_items(out, scale, only, engine, progress, seed, ids, import_probl
                      workers, scheduler, store_root, reuse_other_code, from_data
                      ) -> ReproduceResult:  # noqa: ANN001
     """The body of :func:`reproduce`, with the store held."""
+    kept = _previous_items(out, scale, engine, seed) if ids is not None else []
 
     specs = {s.id: s for s in registered()}
     every = set(EXPECTED) | set(specs) | set(import_problems)
     wanted = sorted(set(ids) if ids is not None else every, key=_order)
-    result = ReproduceResult(out=out, scale=scale, engine=engine)
+    result = ReproduceResult(out=out, scale=scale, engine=engine, seed=seed)
     runnable = []
     for fid in wanted:
         spec = specs.get(fid)
@@ -337,6 +344,10 @@ def _reproduce_items(out, scale, only, engine, progress, seed, ids, import_probl
             result.items.extend(_make_on_dask(runnable, make_item, client, store_root,
                                               reuse_other_code))
 
+
+    # a partial rerun (--only) keeps the other items of the report it reruns into
+    ran = {i.id for i in result.items}
+    result.items += [i for i in kept if i.id not in ran]
     result.items.sort(key=lambda i: _order(i.id))
     from . import claims as claims_mod
     from . import report as report_mod
@@ -421,9 +432,64 @@ def _make_on_dask(runnable: list[FigureSpec], make_item, client: Any, store_root
     return [items[sp.id] for sp in runnable]
 
 
+def check_seed(seed: object) -> int:
+    """The base seed as an int in [0, 2^32 - 1 - 10^6] (room for the figures' offsets), else
+    a one-line error before any figure runs."""
+    return as_int("--seed", seed, lo=0, hi=2**32 - 1 - 10**6)
+
+
+def _previous_items(out: Path, scale: str, engine: str, seed: int) -> list[ItemResult]:
+    """The items of the report already in ``out`` (same scale, engine and seed), rebuilt
+    from its run.json; a done item whose files are gone is not kept."""
+    p = out / "run.json"
+    try:
+        info = json.loads(p.read_text())
+        if (info.get("scale"), info.get("engine"), info.get("seed", 0)) != (scale, engine, seed):
+            return []
+        items = []
+        for d in info.get("items", []):
+            fo = None
+            if d["status"] == "done":
+                o = d.get("output")
+                if not isinstance(o, dict):
+                    continue
+                files = [out / f for f in o.get("files", [])]
+                data = [out / f for f in o.get("data", [])]
+                if not all(f.exists() for f in files + data):
+                    continue
+                fo = FigureOutput(o.get("caption", ""), files, data,
+                                  [Claim(*c) for c in o.get("claims", [])],
+                                  o.get("kind", "figure"), o.get("html"))
+            item = ItemResult(d["id"], d.get("title", d["id"]), d["status"], fo,
+                              float(d.get("seconds", 0.0)), d.get("reason", ""))
+            item.cpu_seconds = float(d.get("cpu_seconds", 0.0))
+            items.append(item)
+        return items
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return []  # no readable earlier report: nothing to keep
+
+
+def _output_json(result: ReproduceResult, item: ItemResult) -> dict | None:
+    fo = item.output
+    if item.status != "done" or fo is None:
+        return None
+
+    def rel(f: Path) -> str:
+        try:
+            return Path(f).resolve().relative_to(result.out.resolve()).as_posix()
+        except ValueError:
+            return str(f)
+
+    return {"caption": fo.caption, "files": [rel(f) for f in fo.files],
+            "data": [rel(f) for f in fo.data], "kind": fo.kind, "html": fo.html,
+            "claims": [list(dataclasses.astuple(c)) for c in fo.claims]}
+
+
 def prepare_out(out: str | Path) -> Path:
     """Create ``out`` with ``figures/`` and ``data/``; a path that cannot be a directory
     (an existing file, or a folder below a file) is a user error."""
+    if not str(out).strip():
+        raise LoradynError("--out is empty: give the report's directory")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise LoradynError(f"--out {out} exists and is not a directory: choose another path")
@@ -444,12 +510,14 @@ def _write_run_json(result: ReproduceResult, ids: list[str] | None) -> Path:
         ),
         "scale": result.scale,
         "engine": result.engine,
+        "seed": result.seed,
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         "seconds": round(result.seconds, 2),
         "versions": package_versions(),
         "items": [
             {"id": i.id, "title": i.title, "status": i.status, "seconds": round(i.seconds, 2),
-             "cpu_seconds": round(i.cpu_seconds, 2), "reason": i.reason}
+             "cpu_seconds": round(i.cpu_seconds, 2), "reason": i.reason,
+             "output": _output_json(result, i)}
             for i in result.items
         ],
     }
