@@ -194,6 +194,9 @@ def dask_client(workers: int | None, scheduler: str | None, n_tasks: int) -> Ite
         yield client
 
 
+_client = dask_client  # the former private name
+
+
 def run_sweep(
     spec_or_path: SweepSpec | Mapping[str, Any] | str | Path,
     out: str | Path,
