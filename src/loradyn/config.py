@@ -34,7 +34,6 @@ what to change.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 from collections.abc import Iterable, Mapping
@@ -43,8 +42,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import params as _params
 from .activations import get_activation, get_label
 from .errors import LoradynError, check_mu
+from .params import EXECUTION, param, validate
 
 if TYPE_CHECKING:  # pragma: no cover
     from .population import Problem
@@ -118,6 +119,69 @@ def _mu_tuple(mu: object) -> tuple[float, ...]:
     return tuple(float(v) for v in arr)
 
 
+def _parse_mu(text: str) -> tuple[float, ...]:
+    from .linearization import parse_mu_spec
+
+    return tuple(float(v) for v in parse_mu_spec(text))
+
+
+def _positive(name: str, value: object) -> float:
+    v = _float(name, value)
+    if v <= 0:
+        raise LoradynError(f"{name} = {v:g} is invalid: the learning rate must be > 0")
+    return v
+
+
+def _unit(name: str, value: object) -> float:
+    v = _float(name, value)
+    if not 0.0 < v <= 1.0:
+        raise LoradynError(f"{name} = {v:g} is invalid: choose it in (0, 1]")
+    return v
+
+
+def _overlap(name: str, value: object) -> float | None:
+    if value is None:
+        return None
+    v = _float(name, value)
+    if not -1.0 <= v <= 1.0:
+        raise LoradynError(f"{name} = {v:g} is outside [-1, 1]: an overlap needs |{name}| <= 1")
+    return v
+
+
+def _check_seed0(value: object, cfg: Any) -> int:
+    v = _int("seed0", value, 0)
+    if v + cfg.seeds - 1 > np.iinfo(np.int64).max:
+        raise LoradynError(
+            f"seed0 = {v} is too large: seeds are 64-bit integers, "
+            f"seed0 + seeds - 1 must be at most {np.iinfo(np.int64).max}"
+        )
+    return v
+
+
+def _check_record_every(value: object, cfg: Any) -> int:
+    re = max(1, cfg.steps // 1000) if value is None else value
+    return _int("record_every", re, 1)
+
+
+def _resolve_device(value: str | None) -> str:
+    """The torch device that will run: ``value``, or cuda when available, else cpu."""
+    if value:
+        return str(value)
+    try:
+        import torch
+    except ImportError:  # the run itself will say that torch is needed
+        return "cpu"
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _linear_coefficient(name: str) -> float | None:
+    """The slope of an activation that is linear (Hermite coefficients 0 and 1 only)."""
+    h = get_activation(name).hermite
+    if h is None or len(h) > 2 or (len(h) >= 1 and h[0] != 0.0):
+        return None
+    return float(h[1]) if len(h) == 2 else 0.0
+
+
 @dataclass(frozen=True)
 class RunConfig:
     r"""Configuration of one simulation run (several ``mu`` and seeds).
@@ -175,84 +239,88 @@ class RunConfig:
         teacher and student, identity label); ``auto`` picks ``gram`` when it applies.
     """
 
-    teacher: str = "linear"
-    student: str | None = None
-    label: str = "identity"
-    loss: str = "mse"
-    mu: Any = (0.5,)
-    d: int = 1000
-    lr: float = 0.2
-    batch: int = 500
-    steps: int = 10000
-    seeds: int = 1
-    seed0: int = 0
-    u0: float | None = None
-    m0: float | None = None
-    p0: float | None = None
-    update: str = "spherical"
-    pretraining: str = "aligned"
-    record_every: int | None = None
-    threshold: float = 0.5
-    engine: str = "reduced"
-    backend: str = "numpy"
-    device: str | None = None
-    teacher_direction: str = "e1"
-    switch_label: str | None = None
-    switch_step: int | None = None
-    switch_m: float | None = None
-    nodes: int | None = None
-    sampler: str = "auto"
+    # ---- physics: what is computed (always hashed)
+    teacher: str = param("linear", "Teacher activation, e.g. linear, erf, relu, he3.",
+                         kind="str", check=lambda v, c: _act_name(v, "teacher"), cli=("-t",))
+    student: str | None = param(None, "Student activation (default: the teacher's).", kind="str",
+                                check=lambda v, c: _act_name(v, "student") if v else c.teacher,
+                                cli=("-s",))
+    label: str = param("identity", "Label transform: identity or square (stage 1).", kind="str",
+                       check=lambda v, c: _label_name(v, "label"))
+    loss: str = param("mse", "Loss: mse or correlation.", kind="str", choices=LOSSES)
+    mu: Any = param((0.5,), "Pre-training alignment(s) in [0, 1].", kind="floats",
+                    check=lambda v, c: _mu_tuple(v), cli_parse=_parse_mu,
+                    cli_help="Alignment(s) mu: a comma list or START:STOP:NUM.")
+    d: int = param(1000, "Dimension (>= 3).", kind="int", check=lambda v, c: _int("d", v, 3))
+    lr: float = param(0.2, "Learning rate eta > 0 (ODE time = step * lr).", kind="float",
+                      check=lambda v, c: _positive("lr", v))
+    batch: int = param(500, "Fresh samples per step.", kind="int",
+                       check=lambda v, c: _int("batch", v, 1))
+    steps: int = param(10000, "Number of SGD steps.", kind="int",
+                       check=lambda v, c: _int("steps", v, 1))
+    seeds: int = param(1, "Number of independent seeds.", kind="int",
+                       check=lambda v, c: _int("seeds", v, 1))
+    seed0: int = param(0, "First seed (seeds seed0 .. seed0+seeds-1).", kind="int",
+                       check=_check_seed0)
+    u0: float | None = param(None, "Initial LoRA scale u (default 1/sqrt(d)).", kind="float",
+                             check=lambda v, c: 1.0 / math.sqrt(c.d) if v is None
+                             else _float("u0", v))
+    m0: float | None = param(None, "Fixed initial overlap w0.w* (default: w0 uniform).",
+                             kind="float", check=lambda v, c: _overlap("m0", v))
+    p0: float | None = param(None, "Misaligned only: fixed initial overlap w0.v.", kind="float",
+                             check=lambda v, c: _overlap("p0", v),
+                             sweep_context={"pretraining": "misaligned"})
+    update: str = param("spherical", "Update rule: spherical or renormalized.", kind="str",
+                        choices=UPDATES)
+    pretraining: str = param("aligned", "Pre-training: aligned or misaligned (App. A.1).",
+                             kind="str", choices=PRETRAININGS)
+    record_every: int | None = param(None, "Record every k steps (default steps // 1000).",
+                                     kind="int", check=_check_record_every)
+    threshold: float = param(0.5, "Escape threshold on |m|, in (0, 1].", kind="float",
+                             check=lambda v, c: _unit("threshold", v))
+    switch_label: str | None = param(None, "Two-stage schedule: the label after the switch.",
+                                     kind="str",
+                                     check=lambda v, c: None if v is None
+                                     else _label_name(v, "switch_label"),
+                                     sweep_context={"switch_step": 0})
+    switch_step: int | None = param(None, "Two-stage: switch at this step.", kind="int",
+                                    check=lambda v, c: None if v is None
+                                    else _int("switch_step", v, 0),
+                                    sweep_context={"switch_label": "square"})
+    switch_m: float | None = param(None, "Two-stage: switch when |m| >= this, in (0, 1].",
+                                   kind="float",
+                                   check=lambda v, c: None if v is None
+                                   else _unit("switch_m", v),
+                                   sweep_context={"switch_label": "square"})
+    nodes: int | None = param(None, "Quadrature nodes for the exact MSE and the ODE "
+                              "(default: the problem's own).", kind="int",
+                              check=lambda v, c: None if v is None else _int("nodes", v, 2))
+    # ---- execution options: how it is computed (hashed only where they change the numbers)
+    engine: str = param("reduced", "Engine: reduced (exact in law), dense or ode.", kind="str",
+                        role=EXECUTION, choices=ENGINES, cli=("-e",))
+    backend: str = param("numpy", "Dense engine: numpy or torch.", kind="str", role=EXECUTION,
+                         choices=BACKENDS, applies=lambda c: c.engine == "dense")
+    device: str | None = param(None, "Dense engine, torch backend: device (default: cuda "
+                               "when available, else cpu).", kind="str", role=EXECUTION,
+                               check=lambda v, c: str(v).strip().lower() or None
+                               if v is not None else None,
+                               applies=lambda c: c.engine == "dense" and c.backend == "torch",
+                               resolve=lambda v, c: _resolve_device(v))
+    teacher_direction: str = param("e1", "Dense engine: teacher w* = e1 or a random unit "
+                                   "vector.", kind="str", role=EXECUTION, choices=DIRECTIONS,
+                                   applies=lambda c: c.engine == "dense")
+    sampler: str = param("auto", "Reduced engine: samples, gram (exact O(1) per step for "
+                         "linear models) or auto.", kind="str", role=EXECUTION,
+                         choices=SAMPLERS, applies=lambda c: c.engine == "reduced",
+                         resolve=lambda v, c: c.resolved_sampler())
 
     def __post_init__(self) -> None:
-        s = object.__setattr__
-        s(self, "teacher", _act_name(self.teacher, "teacher"))
-        s(self, "student", _act_name(self.student, "student") if self.student else self.teacher)
-        s(self, "label", _label_name(self.label, "label"))
-        s(self, "loss", _choice("loss", self.loss, LOSSES))
-        s(self, "mu", _mu_tuple(self.mu))
-        s(self, "d", _int("d", self.d, 3))
-        s(self, "lr", _float("lr", self.lr))
-        if self.lr <= 0:
-            raise LoradynError(f"lr = {self.lr:g} is invalid: the learning rate must be > 0")
-        s(self, "batch", _int("batch", self.batch, 1))
-        s(self, "steps", _int("steps", self.steps, 1))
-        s(self, "seeds", _int("seeds", self.seeds, 1))
-        s(self, "seed0", _int("seed0", self.seed0, 0))
-        if self.seed0 + self.seeds - 1 > np.iinfo(np.int64).max:
-            raise LoradynError(
-                f"seed0 = {self.seed0} is too large: seeds are 64-bit integers, "
-                f"seed0 + seeds - 1 must be at most {np.iinfo(np.int64).max}"
-            )
-        u0 = 1.0 / math.sqrt(self.d) if self.u0 is None else _float("u0", self.u0)
-        s(self, "u0", u0)
-        for name in ("m0", "p0"):
-            v = getattr(self, name)
-            if v is not None:
-                v = _float(name, v)
-                if not -1.0 <= v <= 1.0:
-                    raise LoradynError(
-                        f"{name} = {v:g} is outside [-1, 1]: an overlap needs |{name}| <= 1"
-                    )
-                s(self, name, v)
+        validate(self)
         if self.m0 is not None and self.p0 is not None and self.m0**2 + self.p0**2 > 1.0:
             raise LoradynError("m0^2 + p0^2 > 1: the initial overlaps must fit on the unit sphere")
-        s(self, "update", _choice("update", self.update, UPDATES))
-        s(self, "pretraining", _choice("pretraining", self.pretraining, PRETRAININGS))
         if self.pretraining == "aligned" and self.p0 is not None:
             raise LoradynError("p0 is only used with pretraining='misaligned': drop p0")
-        re = max(1, self.steps // 1000) if self.record_every is None else self.record_every
-        s(self, "record_every", _int("record_every", re, 1))
-        s(self, "threshold", _float("threshold", self.threshold))
-        if not 0.0 < self.threshold <= 1.0:
-            raise LoradynError(f"threshold = {self.threshold:g} is invalid: choose it in (0, 1]")
-        s(self, "engine", _choice("engine", self.engine, ENGINES))
-        s(self, "backend", _choice("backend", self.backend, BACKENDS))
-        if self.device is not None and not str(self.device).strip():
-            s(self, "device", None)
-        td = _choice("teacher_direction", self.teacher_direction, DIRECTIONS)
-        s(self, "teacher_direction", td)
         if self.switch_label is not None:
-            s(self, "switch_label", _label_name(self.switch_label, "switch_label"))
             if self.switch_step is None and self.switch_m is None:
                 raise LoradynError(
                     "switch_label needs a trigger: give switch_step and/or switch_m"
@@ -261,15 +329,6 @@ class RunConfig:
             raise LoradynError(
                 "switch_step/switch_m need switch_label: give the label after the switch"
             )
-        if self.switch_step is not None:
-            s(self, "switch_step", _int("switch_step", self.switch_step, 0))
-        if self.switch_m is not None:
-            s(self, "switch_m", _float("switch_m", self.switch_m))
-            if not 0.0 < self.switch_m <= 1.0:
-                raise LoradynError(f"switch_m = {self.switch_m:g} is invalid: choose it in (0, 1]")
-        if self.nodes is not None:
-            s(self, "nodes", _int("nodes", self.nodes, 2))
-        s(self, "sampler", _choice("sampler", self.sampler, SAMPLERS))
 
     # ------------------------------------------------------------------ views
 
@@ -318,48 +377,73 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly dict of every field (``mu`` as a list)."""
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            if not f.init:
-                continue
-            v = getattr(self, f.name)
-            out[f.name] = list(v) if isinstance(v, tuple) else v
-        return out
+        return _params.to_dict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
         """Rebuild a config from :meth:`to_dict` output (unknown keys are an error)."""
-        names = {f.name for f in dataclasses.fields(cls) if f.init}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise LoradynError(
-                f"unknown configuration key {unknown[0]!r}: "
-                f"valid keys are {', '.join(sorted(names))}"
-            )
-        return cls(**dict(data))
+        return _params.from_dict(cls, data)
 
     def to_json(self) -> str:
         """Canonical JSON (sorted keys, compact): the same run gives the same string."""
-        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return _params.canonical_json(self.to_dict())
 
     @classmethod
     def from_json(cls, text: str) -> RunConfig:
         """Inverse of :meth:`to_json`."""
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise LoradynError(f"configuration is not valid JSON: {exc.msg}") from None
+        except (TypeError, json.JSONDecodeError) as exc:
+            raise LoradynError(f"configuration is not valid JSON: {exc}") from None
         if not isinstance(data, dict):
             raise LoradynError("configuration JSON must be an object")
         return cls.from_dict(data)
 
+    def physics(self) -> dict[str, Any]:
+        """The fields that say what is computed (see :mod:`loradyn.params`)."""
+        return _params.physics(self)
+
+    def options(self) -> dict[str, Any]:
+        """The execution options (engine, backend, device, ...), as given."""
+        return _params.execution_options(self)
+
+    def hash_dict(self) -> dict[str, Any]:
+        """What determines the numbers: physics plus the applying, resolved options."""
+        return _params.hash_dict(self)
+
     def key(self) -> str:
-        """A stable 16-hex-digit key of the full configuration (sha256 of :meth:`to_json`)."""
-        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+        """A stable 16-hex-digit key of what determines the numbers of this run.
+
+        The sha256 of the canonical JSON of :meth:`hash_dict`: execution options that
+        cannot change the result (``backend`` for the reduced engine, ...) are left out and
+        those that can are resolved first (``device=None`` -> ``cuda`` or ``cpu``,
+        ``sampler='auto'`` -> ``gram`` or ``samples``), so one key names one result.
+        """
+        return _params.config_key(self)
 
     def hash(self) -> str:
         """Alias of :meth:`key`."""
         return self.key()
+
+    def resolved_sampler(self) -> str:
+        """The reduced engine's sampler: ``auto`` becomes ``gram`` when it is exact (linear
+        teacher and student, identity labels in every stage), else ``samples``."""
+        if self.sampler == "samples":
+            return "samples"
+        ok = self.gram_applies()
+        if self.sampler == "gram" and not ok:
+            raise LoradynError(
+                "sampler='gram' needs linear teacher and student with identity labels: "
+                "use sampler='samples' or 'auto'"
+            )
+        return "gram" if ok else "samples"
+
+    def gram_applies(self) -> bool:
+        """True when the per-sample gradient is linear in the projections (Gram exact)."""
+        if self.label != "identity" or (self.two_stage and self.switch_label != "identity"):
+            return False
+        return (_linear_coefficient(self.teacher) is not None
+                and _linear_coefficient(self.student) is not None)
 
     def replace(self, **changes: Any) -> RunConfig:
         """A copy with some fields changed (validated again)."""

@@ -8,6 +8,7 @@ dataset (netCDF, atomically) and a plot. No physics is computed here.
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 import warnings
@@ -17,6 +18,7 @@ import typer
 from ..config import RunConfig
 from ..errors import LoradynError
 from ..io import require_folder
+from ..params import cli_command
 from ._app import app
 
 FORMATS = ("table", "json")
@@ -32,70 +34,30 @@ def _fmt(v: object) -> str:
     return str(v)
 
 
-@app.command("simulate")
-def simulate_cmd(
-    teacher: str = typer.Option(..., "--teacher", "-t", help="Teacher activation, e.g. erf, he3."),
-    student: str = typer.Option(None, "--student", "-s", help="Student (default: teacher)."),
-    label: str = typer.Option("identity", "--label", help="Label transform: identity or square."),
-    loss: str = typer.Option("mse", "--loss", help="Loss: mse or correlation."),
-    misaligned: bool = typer.Option(False, "--misaligned", help="Misaligned pre-training."),
-    engine: str = typer.Option("reduced", "--engine", "-e", help="reduced, dense or ode."),
-    mu: str = typer.Option("0.5", "--mu", help="Comma list or START:STOP:NUM."),
-    d: int = typer.Option(1000, "--d", help="Dimension."),
-    lr: float = typer.Option(0.2, "--lr", help="Learning rate."),
-    batch: int = typer.Option(500, "--batch", help="Fresh samples per step."),
-    steps: int = typer.Option(10000, "--steps", help="SGD steps."),
-    seeds: int = typer.Option(1, "--seeds", help="Number of seeds."),
-    seed0: int = typer.Option(0, "--seed0", help="First seed."),
-    threshold: float = typer.Option(0.5, "--threshold", help="Escape threshold on |m|."),
-    update: str = typer.Option("spherical", "--update", help="spherical or renormalized."),
-    record_every: int = typer.Option(None, "--record-every", help="Record every k steps."),
-    u0: float = typer.Option(None, "--u0", help="Initial u (default 1/sqrt(d))."),
-    m0: float = typer.Option(None, "--m0", help="Fixed initial m (default: uniform w0)."),
-    backend: str = typer.Option("numpy", "--backend", help="Dense engine: numpy or torch."),
-    switch_label: str = typer.Option(None, "--switch-label", help="Two-stage: label after."),
-    switch_step: int = typer.Option(None, "--switch-step", help="Two-stage: switch at step."),
-    switch_m: float = typer.Option(None, "--switch-m", help="Two-stage: switch when |m| >= x."),
-    out: str = typer.Option(None, "--out", "-o", help="Write the dataset to this netCDF file."),
-    fmt: str = typer.Option("table", "--format", "-f", help="table or json."),
-    plot: str = typer.Option(None, "--plot", help="Write a PNG of |m|(t) and the test MSE."),
+def _simulate_body(
+    fields: dict,
+    misaligned: bool = False,
+    out: str | None = None,
+    fmt: str = "table",
+    plot: str | None = None,
 ) -> None:
-    """Simulate one-pass SGD of the rank-one LoRA model (reduced, dense or ODE engine)."""
+    """Simulate one-pass SGD of the rank-one LoRA model (reduced, dense or ODE engine).
+
+    The options are the fields of RunConfig (loradyn.config): what is simulated, then
+    how (engine, backend, device, teacher direction, sampler).
+    """
     from ..engines import DivergenceWarning, runs_json, simulate
     from ..engines.results import plot_run, save_netcdf, summary_rows
-    from ..linearization import parse_mu_spec
 
     f = fmt.strip().lower()
     if f not in FORMATS:
         raise LoradynError(f"unknown format {fmt!r}: choose table or json")
-    mus = parse_mu_spec(mu)
     for path in (out, plot):  # a missing folder is reported before the run, not after it
         if path:
             require_folder(path)
-    cfg = RunConfig(
-        teacher=teacher,
-        student=student,
-        label=label,
-        loss=loss,
-        mu=mus,
-        d=d,
-        lr=lr,
-        batch=batch,
-        steps=steps,
-        seeds=seeds,
-        seed0=seed0,
-        u0=u0,
-        m0=m0,
-        update=update,
-        pretraining="misaligned" if misaligned else "aligned",
-        record_every=record_every,
-        threshold=threshold,
-        engine=engine,
-        backend=backend,
-        switch_label=switch_label,
-        switch_step=switch_step,
-        switch_m=switch_m,
-    )
+    if misaligned:
+        fields["pretraining"] = "misaligned"
+    cfg = RunConfig(**fields)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DivergenceWarning)
         try:
@@ -171,3 +133,22 @@ def _run_with_progress(cfg: RunConfig, simulate):
             bar.update(task, completed=frac)
 
         return simulate(cfg, progress=cb)
+
+
+_EXTRA = [
+    inspect.Parameter("misaligned", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+                      default=typer.Option(False, "--misaligned",
+                                           help="Same as --pretraining misaligned.")),
+    inspect.Parameter("out", inspect.Parameter.KEYWORD_ONLY, annotation=str | None,
+                      default=typer.Option(None, "--out", "-o",
+                                           help="Write the dataset to this netCDF file.")),
+    inspect.Parameter("fmt", inspect.Parameter.KEYWORD_ONLY, annotation=str,
+                      default=typer.Option("table", "--format", "-f", help="table or json.")),
+    inspect.Parameter("plot", inspect.Parameter.KEYWORD_ONLY, annotation=str | None,
+                      default=typer.Option(None, "--plot",
+                                           help="Write a PNG of |m|(t) and the test MSE.")),
+]
+
+simulate_cmd = app.command("simulate")(
+    cli_command(RunConfig, _simulate_body, extra=_EXTRA, overrides={"teacher": {"default": ...}})
+)

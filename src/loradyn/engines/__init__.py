@@ -113,6 +113,7 @@ def simulate(
     config: RunConfig,
     engine: str | None = None,
     progress: Progress | None = None,
+    **options: object,
 ) -> xr.Dataset:
     """Run one configuration and return the trajectories as an :class:`xarray.Dataset`.
 
@@ -125,6 +126,11 @@ def simulate(
         ``attrs["config"]`` records the engine actually used).
     progress
         Optional callback ``progress(fraction, message)`` with ``fraction`` in [0, 1].
+    **options
+        Other execution options of :class:`~loradyn.config.RunConfig` (``backend``,
+        ``device``, ``sampler``, ``teacher_direction``), overriding the config's, as
+        ``method=`` and ``**options`` do in :func:`scipy.integrate.solve_ivp`. The dataset
+        records the config actually run.
 
     Returns
     -------
@@ -138,8 +144,17 @@ def simulate(
     """
     if not isinstance(config, RunConfig):
         raise LoradynError("simulate() needs a RunConfig: build one with loradyn.config.RunConfig")
-    if engine is not None and engine != config.engine:
-        config = config.replace(engine=engine)
+    if engine is not None:
+        options["engine"] = engine
+    if options:
+        allowed = set(config.options())
+        bad = sorted(set(options) - allowed)
+        if bad:
+            raise LoradynError(
+                f"simulate() got {bad[0]!r}, which is not an execution option: give physics "
+                f"in the RunConfig; options are {', '.join(sorted(allowed))}"
+            )
+        config = config.replace(**options)
     fn = _engine_fn(config.engine)
     t0 = time.perf_counter()
     out: EngineOutput = fn(config, progress)

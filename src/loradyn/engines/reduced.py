@@ -66,8 +66,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..activations import get_activation
-from ..config import RunConfig
+from ..config import RunConfig, _linear_coefficient
 from ._common import (
     STREAM_REDUCED,
     Labels,
@@ -86,33 +85,13 @@ _GROUP_FLOATS = 1 << 23
 _GRAM_BLOCK = 1024
 
 
-def _linear_coeffs(name: str) -> float | None:
-    act = get_activation(name)
-    h = act.hermite
-    if h is None or len(h) > 2 or (len(h) >= 1 and h[0] != 0.0):
-        return None
-    return float(h[1]) if len(h) == 2 else 0.0
-
-
 def gram_applies(config: RunConfig) -> bool:
     """True when the per-sample gradient is linear in the projections (Gram sampler exact)."""
-    if config.label != "identity" or (config.two_stage and config.switch_label != "identity"):
-        return False
-    return _linear_coeffs(config.teacher) is not None and _linear_coeffs(config.student) is not None
+    return config.gram_applies()
 
 
 def _sampler(config: RunConfig) -> str:
-    if config.sampler == "samples":
-        return "samples"
-    ok = gram_applies(config)
-    if config.sampler == "gram" and not ok:
-        from ..errors import LoradynError
-
-        raise LoradynError(
-            "sampler='gram' needs linear teacher and student with identity labels: "
-            "use sampler='samples' or 'auto'"
-        )
-    return "gram" if ok else "samples"
+    return config.resolved_sampler()
 
 
 def sphere_step(
@@ -286,8 +265,8 @@ def _run_group_gram(config, rngs, mu, K, progress, where):
     if B < k:
         # Bartlett needs B >= k degrees of freedom; fall back to explicit samples.
         return _run_group_samples(config, rngs, mu, K, progress, where)
-    s1 = _linear_coeffs(config.student)
-    t1 = _linear_coeffs(config.teacher)
+    s1 = _linear_coefficient(config.student)
+    t1 = _linear_coefficient(config.teacher)
     sched = Schedule(config, n)  # identity -> identity switch changes nothing but is recorded
     tr = StepTracker(config, n, mis)
     u, m, p = _init(config, rngs, mis)

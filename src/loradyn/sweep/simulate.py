@@ -19,28 +19,22 @@ are checked in that context; whether the combination holds is checked per task.
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from typing import Any
 
 from ..config import ENGINES, RunConfig
 from ..errors import LoradynError
+from ..params import check_value as check_field
+from ..params import declared
 from .kinds import TaskKind, register_kind
 
 ALIASES = {"seed": "seed0"}
 NOT_PARAMETERS = {"engine": 'set the engine once in [sweep], e.g. engine = "reduced"'}
-# Fields validated together with the value that makes them meaningful.
-_CONTEXT: dict[str, dict[str, Any]] = {
-    "p0": {"pretraining": "misaligned"},
-    "switch_step": {"switch_label": "square"},
-    "switch_m": {"switch_label": "square"},
-    "switch_label": {"switch_step": 0},
-}
 
 
 def _fields() -> dict[str, str]:
-    """RunConfig's init fields with their annotation text (``"int | None"``, ...)."""
-    return {f.name: str(f.type) for f in dataclasses.fields(RunConfig) if f.init}
+    """RunConfig's declared fields with their kind (``"int"``, ``"floats"``, ...)."""
+    return {f.name: s.kind for f, s in declared(RunConfig)}
 
 
 def parameter_names() -> list[str]:
@@ -48,53 +42,18 @@ def parameter_names() -> list[str]:
     return sorted((set(_fields()) - set(NOT_PARAMETERS)) | set(ALIASES))
 
 
-def _is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
-
-
-def _check_type(key: str, field: str, annotation: str, value: Any) -> None:
-    base = annotation.replace(" ", "").replace("|None", "").replace("None|", "")
-    shown = f"{value!r} ({type(value).__name__})"
-    if base == "str" and not isinstance(value, str):
-        raise LoradynError(f"{shown} is not a string: write {key} = \"...\"")
-    if base == "int" and not (_is_number(value) and float(value).is_integer()):
-        raise LoradynError(f"{shown} is not an integer: write e.g. {key} = 1000")
-    if base == "float" and not _is_number(value):
-        raise LoradynError(f"{shown} is not a number: write e.g. {key} = 0.2")
-    if field == "mu":
-        items = value if isinstance(value, list) else [value]
-        if not items or not all(_is_number(v) for v in items):
-            raise LoradynError(f"{shown} is not a number or a list of numbers in [0, 1]")
-
-
 def check_value(key: str, value: Any) -> Any:
     """Check one ``simulate`` parameter on its own; return it coerced (``int``/``float``).
 
+    The check comes from the field's declaration (:func:`loradyn.params.check_value`).
     Raises ``LoradynError`` for an unknown key, a wrong type or an invalid value.
     """
     if key in NOT_PARAMETERS:
         raise LoradynError(f"not a task parameter: {NOT_PARAMETERS[key]}")
     field = ALIASES.get(key, key)
-    fields = _fields()
-    if field not in fields:
+    if field not in _fields():
         raise LoradynError(f"unknown parameter; known: {', '.join(parameter_names())}")
-    annotation = fields[field]
-    _check_type(key, field, annotation, value)
-    try:
-        cfg = RunConfig(**{**_CONTEXT.get(field, {}), field: value})
-    except LoradynError:
-        raise
-    except (TypeError, ValueError) as exc:
-        raise LoradynError(f"{value!r} is invalid: {exc}") from None
-    if "int" in annotation and _is_number(value):
-        return int(value)
-    if "float" in annotation and _is_number(value):
-        return float(value)
-    if field == "mu":
-        return [float(v) for v in value] if isinstance(value, list) else float(value)
-    if field in ("teacher", "student"):
-        return getattr(cfg, field)
-    return value
+    return check_field(RunConfig, field, value)
 
 
 def prepare(params: dict[str, Any], engine: str) -> dict[str, Any]:
