@@ -303,3 +303,20 @@ def test_rerun_reuses_finished_simulations(tmp_path, monkeypatch):
 
     with xr.open_dataset(out / "data" / "fig9_he3.nc") as a, xr.open_dataset(before) as b:
         xr.testing.assert_identical(a.load(), b.load())
+
+
+def test_every_registered_figure_runs_at_test_scale(tmp_path):
+    """The whole reproduction at the tiny scale: no figure may fail (make demo broke on a
+    LinAlgError in fig13 that only the full run reached). Pending is allowed only for items
+    that need what CI does not have (real datasets, a GPU)."""
+    res = reproduce(tmp_path, scale="test", progress=False)
+    assert not res.failed, [(i.id, i.reason) for i in res.failed]
+    for item in res.pending:
+        assert item.id in ("fig10", "fig11"), (item.id, item.reason)
+    registered_ids = {s.id for s in registry.registered()}
+    done = {i.id for i in res.done}
+    assert registered_ids - {"fig10", "fig11"} <= done
+    for item in res.done:
+        for f in item.output.files:
+            assert Path(f).is_file() and Path(f).stat().st_size > 0, (item.id, f)
+    assert not any(Path(tmp_path).glob("*.error.txt"))

@@ -305,3 +305,19 @@ def test_sweep_kind_runs_the_finetune_grid(tmp_path, monkeypatch):
     bad = dict(spec, fixed=dict(spec["fixed"], preset="nope"))
     with pytest.raises(LoradynError, match="unknown preset"):
         run_sweep(bad, tmp_path / "sweep2", workers=1)
+
+
+def test_torch_threads_policy():
+    """1 thread on a CPU unless asked; the caller's count is restored; bad counts are errors."""
+    old = torch.get_num_threads()
+    with T.torch_threads(None, "cpu") as n:
+        assert n == T.CPU_THREADS == torch.get_num_threads()
+    with T.torch_threads(0, "cpu") as n:
+        assert n == T.CPU_THREADS
+    with T.torch_threads(3, "cpu"):
+        assert torch.get_num_threads() == 3
+    assert torch.get_num_threads() == old
+    for bad in (-1, 1.5, "2", True):
+        with pytest.raises(LoradynError, match="threads"), T.torch_threads(bad, "cpu"):
+            pass
+    assert torch.get_num_threads() == old

@@ -34,7 +34,8 @@ DATA = typer.Option(None, "--data-dir", help="dataset root (default $LORADYN_DAT
 DOWNLOAD = typer.Option(False, "--download", help="let torchvision download missing datasets")
 DEVICE = typer.Option("auto", "--device", help="auto | cpu | cuda")
 AMP = typer.Option(None, "--amp/--no-amp", help="bf16 autocast (default: on with cuda)")
-THREADS = typer.Option(0, "--threads", help="torch CPU threads (0: torch's default)")
+THREADS = typer.Option(0, "--threads",
+                       help="torch CPU threads (0: automatic, 1 on a CPU; see docs/vit.md)")
 
 
 def _requires_torch() -> None:
@@ -81,11 +82,7 @@ def _bar(label: str, threads: int) -> Iterator:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     if threads < 0:
-        raise LoradynError(f"--threads must be >= 0 (0: torch's default), got {threads}")
-    if threads > 0:
-        import torch
-
-        torch.set_num_threads(threads)
+        raise LoradynError(f"--threads must be >= 0 (0: automatic), got {threads}")
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                   TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
                   TextColumn("{task.fields[msg]}"), transient=False) as prog:
@@ -126,7 +123,7 @@ def run_cmd(
     cfg = _config(preset, scale, config, seeds)
     with _bar(f"vit {cfg.name} ({cfg.scale})", threads) as update:
         res = run_experiment(cfg, out, data_dir=data_dir, download=download, device=device,
-                             amp=amp, progress=update)
+                             amp=amp, progress=update, threads=threads)
     typer.echo(res.table.read_text().rstrip())
     typer.echo(f"table: {res.table}")
     if res.figure:
@@ -142,10 +139,10 @@ def pretrain_cmd(
 ) -> None:
     """Pre-train on the source task and save the checkpoints (resumable)."""
     _requires_torch()
-    from ..vit.train import pretrain, pretrain_dir
+    from ..vit.train import pretrain, pretrain_dir, torch_threads
 
     cfg = _config(preset, scale, config, None)
-    with _bar(f"pretrain {cfg.name}", threads) as update:
+    with _bar(f"pretrain {cfg.name}", threads) as update, torch_threads(threads, device):
         ds = pretrain(cfg, out, seed, data_dir=data_dir, download=download, device=device,
                       amp=amp, progress=update)
     p = int(ds.attrs["pretrain_seed"])
@@ -165,12 +162,12 @@ def finetune_cmd(
 ) -> None:
     """LoRA fine-tune the given (checkpoint, seed) pairs (resumable, skips finished ones)."""
     _requires_torch()
-    from ..vit.train import finetune_all
+    from ..vit.train import finetune_all, torch_threads
 
     cfg = _config(preset, scale, config, None)
     cks = _ints(checkpoints, "--checkpoints") if checkpoints else None
     sds = _ints(seeds, "--seeds") if seeds else None
-    with _bar(f"finetune {cfg.name}", threads) as update:
+    with _bar(f"finetune {cfg.name}", threads) as update, torch_threads(threads, device):
         paths = finetune_all(cfg, out, cks, sds, data_dir=data_dir, download=download,
                              device=device, amp=amp, progress=update)
     for p in paths:

@@ -65,6 +65,9 @@ class ItemResult:
     output: FigureOutput | None = None
     seconds: float = 0.0
     reason: str = ""
+    # CPU seconds of this process (all threads) spent on the item: on an idle machine a
+    # single-threaded figure's wall time; kept in run.json to calibrate the ESTIMATEs
+    cpu_seconds: float = 0.0
 
 
 @dataclass
@@ -285,7 +288,7 @@ def reproduce(
         for spec in runnable:
             update = bar.start(spec.id, spec.title)
             ctx = FigureContext(out=out, scale=scale, engine=engine, progress=update, seed=seed)
-            t1 = time.perf_counter()
+            t1, c1 = time.perf_counter(), time.process_time()
             try:
                 fo = spec.make(ctx)
                 item = ItemResult(spec.id, spec.title, "done", fo, time.perf_counter() - t1)
@@ -300,6 +303,7 @@ def reproduce(
                 item = ItemResult(spec.id, spec.title, "failed", None, time.perf_counter() - t1,
                                   f"{type(exc).__name__}: {exc}")
                 bar.log(f"[red]{spec.id} failed: {type(exc).__name__}: {exc}")
+            item.cpu_seconds = time.process_time() - c1
             bar.finish(update, item.status, item.seconds)
             result.items.append(item)
 
@@ -360,7 +364,7 @@ def _write_run_json(result: ReproduceResult, ids: list[str] | None) -> Path:
         "versions": package_versions(),
         "items": [
             {"id": i.id, "title": i.title, "status": i.status, "seconds": round(i.seconds, 2),
-             "reason": i.reason}
+             "cpu_seconds": round(i.cpu_seconds, 2), "reason": i.reason}
             for i in result.items
         ],
     }

@@ -140,11 +140,49 @@ def jacobian(activation: str, mu: Array, rank: int, *, norm: str = "none",
 def search_rate(activation: str, mu: Array, rank: int, *, norm: str = "none",
                 gram: Array | None = None, teacher: str | None = None,
                 label: str | None = None) -> float:
-    r"""Escape rate :math:`\lambda_+`: the largest eigenvalue of the (symmetric)
-    :func:`jacobian` (``eigvalsh``), or 0 when none is positive."""
+    r"""Escape rate :math:`\lambda_+`: largest real part of the eigenvalues of :func:`jacobian`.
+
+    The Jacobian is symmetric whenever ``Y`` and ``C`` are (always for a Gram ``C`` and the
+    loss Hessian ``Y``), so the symmetric eigenvalue solver gives exact real eigenvalues;
+    a non-symmetric matrix falls back to the general solver (eigenvalues only, no
+    eigenvectors).
+    """
     J = jacobian(activation, mu, rank, norm=norm, gram=gram, teacher=teacher, label=label)
-    ev = np.linalg.eigvalsh(0.5 * (J + J.T))
-    return float(max(ev[-1], 0.0))
+    ev = np.linalg.eigvalsh(J) if is_symmetric(J) else np.linalg.eigvals(J).real
+    return float(max(np.max(ev), 0.0))
+
+
+def is_symmetric(J: Array, rtol: float = 1e-12) -> bool:
+    r"""True if :math:`\|J - J^\top\|_\infty \le \mathrm{rtol}\,\|J\|_\infty`."""
+    J = np.asarray(J, dtype=float)
+    scale = float(np.max(np.abs(J))) if J.size else 0.0
+    return bool(np.max(np.abs(J - J.T), initial=0.0) <= rtol * max(scale, np.finfo(float).tiny))
+
+
+def propagator(J: Array, x0: Array):
+    r"""``t -> exp(J t) x0`` without inverting an eigenvector basis.
+
+    For a symmetric ``J = U diag(w) U^T`` (orthogonal ``U`` from :func:`numpy.linalg.eigh`)
+    :math:`e^{Jt}x_0 = U(e^{wt}\odot U^\top x_0)`, exact whatever the multiplicity of the
+    eigenvalues. A non-symmetric ``J`` uses :func:`scipy.linalg.expm` (scaling and
+    squaring), so no result depends on the conditioning of an eigenvector matrix.
+    """
+    J = np.asarray(J, dtype=float)
+    x0 = np.asarray(x0, dtype=float)
+    if is_symmetric(J):
+        w, U = np.linalg.eigh(0.5 * (J + J.T))
+        c = U.T @ x0
+
+        def flow(t: float) -> Array:
+            return U @ (c * np.exp(w * t))
+
+        return flow
+    from scipy.linalg import expm
+
+    def flow_general(t: float) -> Array:
+        return expm(J * t) @ x0
+
+    return flow_general
 
 
 def collective_rate(activation: str, mu: Array, *, norm: str = "none",
@@ -244,8 +282,9 @@ def exit_time(tau_value: Array | float, d: int, radius: float = 0.5) -> Array:
 def linear_exit_time(
     activation: str, mu: Array, rank: int, *, m0: Array | float, a0: float,
     radius: float = 0.5, norm: str = "none", t_max: float = 1e5,
+    teacher: str | None = None, label: str | None = None,
 ) -> float:
-    r"""Exit time of the *linearized* flow from a given start (``C = I``).
+    r"""Exit time of the *linearized* flow from a given start (``C = I``), any activation.
 
     Solves :math:`x(t) = e^{Jt}x_0` for :math:`x = (\mathrm{vec}A, \mathrm{vec}M)` with
     :math:`A_0 = a_0\mathbf 1\mathbf 1^\top` and :math:`M_0` (``r x K``, or a number ``m``
@@ -264,12 +303,10 @@ def linear_exit_time(
     else:
         M0 = np.asarray(m0, dtype=float)
     x0 = np.concatenate([np.full(K * r, float(a0)), M0.ravel()])
-    J = jacobian(act, mu_arr, r, norm=norm)
-    ev, U = np.linalg.eig(J)
-    c = np.linalg.solve(U, x0.astype(complex))
+    flow = propagator(jacobian(act, mu_arr, r, norm=norm, teacher=teacher, label=label), x0)
 
     def overlap(t: float) -> float:
-        x = (U @ (c * np.exp(ev * t))).real
+        x = flow(t)
         return float(np.sqrt(np.sum(x[K * r:].reshape(r, K) ** 2, axis=1)).max())
 
     if overlap(0.0) >= radius:
