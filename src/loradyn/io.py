@@ -8,7 +8,7 @@ a failed write leaves the old file untouched and no temporary behind.
 
 - :func:`atomic_write`: the context manager itself (optionally with ``fsync``);
 - :func:`atomic_write_text`, :func:`atomic_savefig`: the two common cases;
-- :func:`save_netcdf` / :func:`load_netcdf`: a result dataset, booleans round-tripped;
+- :func:`save_netcdf` / :func:`load_netcdf`: the one netCDF writer/reader pair (native bool);
 - :func:`require_folder`: the one-line user error for a missing output folder.
 
 This module imports neither matplotlib nor torch: pass the temporary path to their own
@@ -38,6 +38,7 @@ __all__ = [
     "atomic_write",
     "atomic_write_text",
     "load_netcdf",
+    "netcdf_attrs",
     "require_folder",
     "save_netcdf",
 ]
@@ -202,18 +203,49 @@ def atomic_savefig(fig: Figure, path: str | os.PathLike, **kw: Any) -> Path:
     return target
 
 
-def save_netcdf(ds: xr.Dataset, path: str | os.PathLike) -> Path:
+def _is_number(x: Any) -> bool:
+    return isinstance(x, int | float | np.integer | np.floating) and not isinstance(x, bool)
+
+
+def netcdf_attrs(attrs: Any) -> dict[str, Any]:
+    """Attributes netCDF can hold: dicts and mixed lists become JSON text, bools ints,
+    ``None`` is dropped (strings and numbers are kept)."""
+    import json
+
+    out: dict[str, Any] = {}
+    for k, v in dict(attrs).items():
+        if v is None:
+            continue
+        if isinstance(v, bool | np.bool_):
+            out[k] = int(v)
+        elif isinstance(v, dict) or (
+            isinstance(v, list | tuple) and (not v or not all(_is_number(x) for x in v))
+        ):
+            out[k] = json.dumps(v, sort_keys=True, default=str)
+        else:
+            out[k] = v
+    return out
+
+
+def save_netcdf(
+    ds: xr.Dataset, path: str | os.PathLike, *, fsync: bool = False, mkdir: bool = False
+) -> Path:
     """Write ``ds`` to ``path`` as netCDF, atomically, and return the path.
 
-    Boolean data variables are stored as int8 marked with the attribute ``loradyn_bool``
-    and restored by :func:`load_netcdf`; ``ds`` itself is not modified.
+    The one netCDF writer of loradyn. Boolean variables are stored natively (xarray
+    round-trips them); attributes netCDF cannot hold are converted on a shallow copy
+    (:func:`netcdf_attrs`); ``ds`` itself is not modified.
 
     Parameters
     ----------
     ds
         The dataset.
     path
-        The final file; its folder must exist.
+        The final file; its folder must exist unless ``mkdir``.
+    fsync
+        Flush the file and its folder to disk (see :func:`atomic_write`).
+    mkdir
+        Create the folder if it is missing.
 
     Returns
     -------
@@ -223,21 +255,23 @@ def save_netcdf(ds: xr.Dataset, path: str | os.PathLike) -> Path:
     Raises
     ------
     LoradynError
-        When the folder of ``path`` does not exist.
+        When the folder of ``path`` does not exist (and ``mkdir`` is false).
     """
-    target = require_folder(path)
-    out = ds.copy()
-    for name in list(out.data_vars):
-        if out[name].dtype == bool:
-            out[name] = out[name].astype(np.int8)
-            out[name].attrs["loradyn_bool"] = 1
-    with atomic_write(target, mkdir=False) as tmp:
-        out.to_netcdf(tmp)
+    target = Path(path) if mkdir else require_folder(path)
+    out = ds.copy(deep=False)
+    out.attrs = netcdf_attrs(ds.attrs)
+    for name in out.variables:
+        out[name].attrs = netcdf_attrs(ds[name].attrs)
+    with atomic_write(target, fsync=fsync, mkdir=mkdir) as tmp:
+        out.to_netcdf(tmp, engine="netcdf4")
     return target
 
 
 def load_netcdf(path: str | os.PathLike) -> xr.Dataset:
-    """Read a dataset written by :func:`save_netcdf` into memory (booleans restored).
+    """Read a dataset written by :func:`save_netcdf` into memory; the file is closed.
+
+    The one netCDF reader of loradyn. Booleans come back as bool (files of older
+    versions, which stored them as int8 marked ``loradyn_bool``, too).
 
     Parameters
     ----------
@@ -247,7 +281,7 @@ def load_netcdf(path: str | os.PathLike) -> xr.Dataset:
     Returns
     -------
     xarray.Dataset
-        The loaded dataset; the file is closed.
+        The loaded dataset.
 
     Raises
     ------
@@ -257,7 +291,7 @@ def load_netcdf(path: str | os.PathLike) -> xr.Dataset:
     p = Path(path)
     if not p.exists():
         raise LoradynError(f"file {str(p)!r} does not exist: check the path")
-    with xr.open_dataset(p) as ds:
+    with xr.open_dataset(p, engine="netcdf4") as ds:
         ds = ds.load()
     for name in list(ds.data_vars):
         if ds[name].attrs.get("loradyn_bool"):

@@ -20,6 +20,8 @@ app.add_typer(sweep_app, name="sweep")
 
 def _print_status(status) -> None:  # noqa: ANN001 - SweepStatus, imported lazily
     typer.echo(status.summary())
+    for c in status.corrupt:
+        typer.echo(f"corrupt: {c.key}  {c.label()}: {c.error}")
     if status.failed:
         typer.echo("failed tasks:")
         for f in status.failed:
@@ -40,14 +42,20 @@ def run_cmd(
         False, "--retry-failed", help="Run again the tasks that failed in an earlier run."
     ),
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
+    reuse_other_code: bool = typer.Option(
+        False, "--reuse-other-code",
+        help="Keep results made by another version of the number-computing code.",
+    ),
 ) -> None:
     """Run every unfinished task of SPEC; exit code 1 if some task failed."""
     from ..sweep import run_sweep
+    from ._progress import rich_bar
 
-    status = run_sweep(
-        spec, out, workers=workers, scheduler=scheduler, retry_failed=retry_failed,
-        progress=not no_progress,
-    )
+    with rich_bar("sweep", enabled=not no_progress) as bar:
+        status = run_sweep(
+            spec, out, workers=workers, scheduler=scheduler, retry_failed=retry_failed,
+            progress=bar, reuse_other_code=reuse_other_code,
+        )
     _print_status(status)
     if status.failed:
         raise typer.Exit(1)
@@ -67,11 +75,15 @@ def status_cmd(
 def collect_cmd(
     directory: Path = typer.Argument(..., help="Sweep directory."),
     out: Path = typer.Option(..., "--out", help="netCDF file to write (e.g. sweep.nc)."),
+    reuse_other_code: bool = typer.Option(
+        False, "--reuse-other-code",
+        help="Use results made by another version of the number-computing code.",
+    ),
 ) -> None:
     """Merge the finished results into one netCDF dataset indexed by the grid."""
     from ..sweep import collect_to_file
 
-    ds = collect_to_file(directory, out)
+    ds = collect_to_file(directory, out, reuse_other_code=reuse_other_code)
     total = int(ds.attrs["tasks_total"])
     done = int(ds.attrs["tasks_done"])
     dims = ", ".join(f"{k}={v}" for k, v in ds.sizes.items())

@@ -7,7 +7,6 @@ files (atomic writes), matplotlib styling and the construction of :class:`Claim`
 from __future__ import annotations
 
 import csv
-import json
 import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -19,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
 
-from ..io import atomic_savefig, atomic_write, load_netcdf, save_netcdf  # noqa: E402
+from ..io import atomic_savefig, atomic_write, save_netcdf  # noqa: E402
 from .registry import Claim, FigureContext  # noqa: E402
 
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
@@ -54,21 +53,9 @@ def save_figure(fig: plt.Figure, ctx: FigureContext, name: str) -> list[Path]:
 
 
 def save_dataset(ds: xr.Dataset, ctx: FigureContext, name: str) -> Path:
-    """Write ``ds`` to ``data/name.nc`` atomically; dict attrs are JSON-serialized."""
-    ds = ds.copy()
-    for key, val in list(ds.attrs.items()):
-        if isinstance(val, dict | list | tuple | bool) or val is None:
-            ds.attrs[key] = json.dumps(val, default=str)
-    for var in ds.variables:
-        for key, val in list(ds[var].attrs.items()):
-            if isinstance(val, dict | list | tuple | bool) or val is None:
-                ds[var].attrs[key] = json.dumps(val, default=str)
-        if ds[var].dtype == bool:
-            ds[var] = ds[var].astype("int8")
-    path = ctx.data_dir / f"{name}.nc"
-    with atomic_write(path) as tmp:
-        ds.to_netcdf(tmp)
-    return path
+    """Write ``ds`` to ``data/name.nc`` atomically (:func:`loradyn.io.save_netcdf`: dict
+    attrs as JSON, booleans native)."""
+    return save_netcdf(ds, ctx.data_dir / f"{name}.nc", mkdir=True)
 
 
 def save_csv(rows: Sequence[dict], ctx: FigureContext, name: str) -> Path:
@@ -144,10 +131,8 @@ def simulate(ctx: FigureContext, span: tuple[float, float] = (0.0, 1.0), **confi
     fraction interval ``span`` of the figure's bar. Identical configurations are computed
     once per process.
     """
-    import warnings
-
     from ..config import RunConfig
-    from ..engines import simulate as _simulate
+    from ..store import code_hash
 
     config = dict(config)
     config["seed0"] = int(config.get("seed0", 0)) + int(ctx.seed)
@@ -156,39 +141,69 @@ def simulate(ctx: FigureContext, span: tuple[float, float] = (0.0, 1.0), **confi
     config.setdefault("record_every", max(1, int(config.get("steps", 10000)) // 200))
     cfg = RunConfig(**config)
     key = cfg.key()
-    if key in _SIM_CACHE:
+    store = cache_store(ctx)
+    state, reason = store.state(key)
+    if key in _SIM_CACHE and _SIM_CACHE[key].attrs.get("code_hash") == code_hash():
+        if state != "done":  # made for another --out in this process: keep it here too
+            store.write(key, _SIM_CACHE[key])
         ctx.progress(span[1], "cached simulation")
         return _SIM_CACHE[key]
-    stored = sim_cache_path(ctx, key)
-    if stored.exists():
-        ds = load_netcdf(stored)
+    if state == "done":
+        ds = store.read(key)
         _SIM_CACHE[key] = ds
         ctx.progress(span[1], "simulation from the run's cache")
         return ds
+    if state == "corrupt":
+        store.quarantine(key, reason)
     lo, hi = span
 
     def cb(fraction: float, message: str = "") -> None:
         ctx.progress(lo + (hi - lo) * float(fraction), f"simulating {cfg.teacher} {message}")
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        ds = _simulate(cfg, progress=cb)
-    stored.parent.mkdir(parents=True, exist_ok=True)
-    save_netcdf(ds, stored)
+    ds = run_task(ctx, "simulate", cfg.to_dict(), cfg.engine, key, cb)
     _SIM_CACHE[key] = ds
     return ds
 
 
-def sim_cache_path(ctx: FigureContext, key: str) -> Path:
-    """Where a finished simulation of this run is kept: ``OUT/cache/<version>/<key>.nc``.
+def run_task(ctx: FigureContext, kind: str, params: dict, engine: str, key: str,
+             progress=None) -> xr.Dataset:  # noqa: ANN001 - a progress callback
+    """Compute one task of the store and write it: on ``ctx.submit`` (a Dask client's
+    future, see :func:`loradyn.reproduce.runner.reproduce`) when set, else here."""
+    import warnings
+
+    from ..sweep.kinds import get_kind
+
+    run = get_kind(kind).run
+    if ctx.submit is not None:
+        ds = ctx.submit(kind, params, engine, key)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            ds = run(params, engine, progress) if progress is not None else run(params, engine)
+        store = cache_store(ctx)
+        ds = store.stamp(ds, key)
+        store.write(key, ds)
+    return ds
+
+
+def cache_store(ctx: FigureContext):  # noqa: ANN201 - ResultStore, imported lazily
+    """The run's result store, ``OUT/cache`` (a :class:`loradyn.store.ResultStore`).
 
     Each simulation is written atomically once it finishes, so a reproduce run that is
     killed and started again with the same ``--out`` reuses every finished simulation.
-    The folder is named for the loradyn version, so an upgrade never reuses stale results.
+    Each result records the code that made it (:func:`loradyn.store.code_hash`): after a
+    change to the number-computing code it is recomputed, unless the run reuses results
+    of other code (``--reuse-other-code``).
     """
-    from .. import __version__
+    from ..store import ResultStore
 
-    return ctx.out / "cache" / __version__ / f"{key}.nc"
+    root = ctx.store if ctx.store is not None else ctx.out / "cache"
+    return ResultStore(root, reuse_other_code=ctx.reuse_other_code).ensure()
+
+
+def sim_cache_path(ctx: FigureContext, key: str) -> Path:
+    """Where a finished simulation of this run is kept: ``OUT/cache/results/<key>.nc``."""
+    return cache_store(ctx).result_path(key)
 
 
 def escape_tau(

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 SCALES = ("quick", "paper")
 VERDICTS = ("holds", "fails", "not-tested")
@@ -37,7 +38,10 @@ class FigureContext:
     """What a figure function gets: where to write, at which scale, how to report progress.
 
     ``figures_dir`` and ``data_dir`` exist. ``progress(fraction, message)`` advances the
-    progress display of this figure (fraction in [0, 1]).
+    progress display of this figure (fraction in [0, 1]). ``store`` is the result store
+    of the simulations (default ``out/cache``), ``reuse_other_code`` serves results of
+    other code from it, and ``submit(kind, params, engine, key)``, when set, runs a task
+    on the Dask cluster of the run and returns its stored result.
     """
 
     out: Path
@@ -45,6 +49,9 @@ class FigureContext:
     engine: str = "reduced"
     progress: Callable[[float, str], None] = lambda fraction, message="": None
     seed: int = 0
+    store: Path | None = None
+    reuse_other_code: bool = False
+    submit: Callable[[str, dict, str, str], Any] | None = None
 
     @property
     def figures_dir(self) -> Path:

@@ -88,10 +88,12 @@ def _coord(values: list[Any]) -> np.ndarray:
     return np.asarray(values)
 
 
-def collect(out: str | Path) -> xr.Dataset:
+def collect(out: str | Path, *, reuse_other_code: bool = False) -> xr.Dataset:
     """Merge every finished task of the sweep in ``out`` into one dataset on the grid.
 
     Missing (failed or pending) tasks leave NaN cells and are counted in the attributes;
+    a result made by other code counts as pending unless ``reuse_other_code``; a corrupt
+    result is a one-line error naming it;
     the layout is described in the module docstring.
 
     Raises
@@ -99,7 +101,7 @@ def collect(out: str | Path) -> xr.Dataset:
     LoradynError
         If ``out`` is not a sweep directory or no task has finished yet.
     """
-    store = SweepStore.open(out)
+    store = SweepStore.open(out, reuse_other_code=reuse_other_code)
     man = store.manifest
     kind = get_kind(man["kind"])
     grid = [(k, list(v)) for k, v in man["spec"]["grid"]]
@@ -111,7 +113,10 @@ def collect(out: str | Path) -> xr.Dataset:
     done_idx: list[tuple[int, ...]] = []
     status, errors = [], []
     for t in tasks:
-        if store.has_result(t["key"]):
+        state, reason = store.state(t["key"])
+        if state == "corrupt":
+            raise LoradynError(f"{reason}: run `loradyn sweep run` on this sweep again to redo it")
+        if state == "done":
             parts.append(_prepare_task(store.read_result(t["key"]), grid_keys, dict(kind.replaces)))
             done_idx.append(tuple(t["index"]))
             status.append("done")
@@ -122,7 +127,7 @@ def collect(out: str | Path) -> xr.Dataset:
             errors.append(" ".join(f"{rec.get('type', '')}: {rec.get('message', '')}".split()))
         else:
             status.append("pending")
-            errors.append("")
+            errors.append(f"result {reason}: rerun the sweep" if state == "stale" else "")
     if not parts:
         raise LoradynError(
             f"no finished task in {str(store.root)!r} yet: run `loradyn sweep run` first"
@@ -182,7 +187,9 @@ def collect(out: str | Path) -> xr.Dataset:
     return merged
 
 
-def collect_to_file(out: str | Path, path: str | Path) -> xr.Dataset:
+def collect_to_file(
+    out: str | Path, path: str | Path, *, reuse_other_code: bool = False
+) -> xr.Dataset:
     """:func:`collect` and save the result to ``path`` (netCDF, written atomically).
 
     Raises :class:`~loradyn.errors.LoradynError` when the folder of ``path`` is missing.
@@ -191,6 +198,6 @@ def collect_to_file(out: str | Path, path: str | Path) -> xr.Dataset:
     from .store import write_netcdf_atomic
 
     require_folder(path)
-    ds = collect(out)
+    ds = collect(out, reuse_other_code=reuse_other_code)
     write_netcdf_atomic(ds, path)
     return ds

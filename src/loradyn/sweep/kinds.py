@@ -19,6 +19,8 @@ A kind provides:
 - ``run(params, engine) -> xarray.Dataset``: computes the task from the canonical params.
   It is shipped to Dask workers, so it must be a module-level function of an importable
   module (pickled by reference).
+- ``key(params, engine) -> str`` (optional): the content key of a task's result, e.g. the
+  config's own hash; default: a hash of kind, engine and the canonical params.
 - ``replaces``: grid key -> per-task dimension that a grid over that key replaces in the
   collected dataset (for ``simulate``: ``mu -> mu``, ``seed -> seed``); see
   :func:`loradyn.sweep.collect`.
@@ -53,6 +55,7 @@ class TaskKind:
     default_engine: str
     replaces: Mapping[str, str] = field(default_factory=dict)
     description: str = ""
+    key: Callable[[dict[str, Any], str], str] | None = None
 
 
 _KINDS: dict[str, TaskKind] = {}

@@ -22,14 +22,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import xarray as xr
 
 from ..errors import LoradynError
+from ..progress import as_callback
 from .kinds import TaskKind
 from .spec import SweepSpec, Task, load_spec
 from .store import SweepStatus, SweepStore
@@ -37,12 +39,30 @@ from .store import SweepStatus, SweepStore
 log = logging.getLogger(__name__)
 
 
-def execute_task(run: Any, params: dict[str, Any], engine: str) -> tuple[str, Any]:
+def execute_task(
+    run: Any, params: dict[str, Any], engine: str, client_code: str | None = None,
+    threads: int | None = 1,
+) -> tuple[str, Any]:
     """Run one task where Dask placed it; never raises.
 
     Returns ``("ok", dataset)`` or ``("error", record)`` with the exception's type,
     message and traceback, so that a failure travels back as data and is recorded.
+    A worker whose :func:`loradyn.store.code_hash` differs from ``client_code`` (the
+    client's) refuses to run: its numbers would not be those of the client's code.
+    ``threads`` pins torch's thread count (when torch is loaded) so that results do not
+    depend on the machine.
     """
+    from ..store import code_hash
+
+    if client_code is not None and code_hash() != client_code:
+        return "error", {
+            "type": "CodeMismatch",
+            "message": f"worker code hash {code_hash()} differs from the client's "
+            f"{client_code}: install the same loradyn on every worker",
+            "traceback": "",
+        }
+    if threads is not None and "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
     try:
         ds = run(params, engine)
         if not isinstance(ds, xr.Dataset):
@@ -120,48 +140,6 @@ def _client(workers: int | None, scheduler: str | None, n_tasks: int) -> Iterato
         yield client
 
 
-class _Progress:
-    """A rich progress bar (tasks finished of total) on stderr, or nothing."""
-
-    def __init__(self, enabled: bool, name: str, total: int, finished: int):
-        self.bar = None
-        if not enabled:
-            return
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.bar = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[failed]} failed"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=Console(stderr=True),
-        )
-        self.task = self.bar.add_task(f"sweep {name}", total=total, completed=finished, failed=0)
-
-    def __enter__(self) -> _Progress:
-        if self.bar is not None:
-            self.bar.start()
-        return self
-
-    def advance(self, failed: int) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, advance=1, failed=failed)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-
 def run_sweep(
     spec_or_path: SweepSpec | Mapping[str, Any] | str | Path,
     out: str | Path,
@@ -169,7 +147,8 @@ def run_sweep(
     workers: int | None = None,
     scheduler: str | None = None,
     retry_failed: bool = False,
-    progress: bool = False,
+    progress: bool | Callable[[float, str], None] = False,
+    reuse_other_code: bool = False,
 ) -> SweepStatus:
     """Run every unfinished task of a sweep and store the results in ``out``.
 
@@ -187,7 +166,11 @@ def run_sweep(
     retry_failed
         Run again the tasks recorded as failed by an earlier run.
     progress
-        Show a progress bar (tasks finished out of total) on stderr.
+        A callback ``progress(fraction, message)`` (:mod:`loradyn.progress`), called after
+        every finished task; ``True`` prints one plain line per task on stderr.
+    reuse_other_code
+        Keep results made by other code (another :func:`loradyn.store.code_hash`)
+        instead of recomputing them.
 
     Returns
     -------
@@ -205,8 +188,8 @@ def run_sweep(
     if all(t.error for t in tasks):
         t = tasks[0]
         raise LoradynError(f"every task of the sweep is invalid, e.g. {t.label()}: {t.error}")
-    store = SweepStore.prepare(out, spec, tasks)
-    with store.lock():
+    store = SweepStore.prepare(out, spec, tasks, reuse_other_code=reuse_other_code)
+    with store.lock("loradyn sweep run"):
         store.clean_temporaries()
         _run_pending(store, spec, kind, tasks, workers, scheduler, retry_failed, progress)
     return store.status()
@@ -222,9 +205,19 @@ def _run_pending(
     retry_failed: bool,
     progress: bool,
 ) -> None:
-    """Record invalid tasks, then run the unfinished valid ones and store each result."""
+    """Record invalid tasks, then run the unfinished valid ones and store each result.
+
+    A corrupt result is moved aside (one warning line naming it) and redone; a result of
+    other code is recomputed (unless the store reuses it).
+    """
+    states = {t.key: store.state(t.key) for t in tasks}
     for t in tasks:
-        if t.error and not store.has_result(t.key) and (retry_failed or not store.has_error(t.key)):
+        state, reason = states[t.key]
+        if state == "corrupt":
+            store.quarantine(t.key, reason)
+    for t in tasks:
+        done = states[t.key][0] == "done"
+        if t.error and not done and (retry_failed or not store.has_error(t.key)):
             info = {"type": "LoradynError", "message": t.error, "traceback": ""}
             store.write_error(t.key, _error_record(t, info, spec))
 
@@ -232,40 +225,46 @@ def _run_pending(
         t
         for t in tasks
         if t.error is None
-        and not store.has_result(t.key)
+        and states[t.key][0] != "done"
         and (retry_failed or not store.has_error(t.key))
     ]
     if not pending:
         return
 
-    before = store.status()
-    skipped_failed = {f.key for f in before.failed} - {t.key for t in pending}
-    n_failed = len(skipped_failed)
-    with _Progress(progress, spec.name, len(tasks), before.done + n_failed) as bar:
-        with _client(workers, scheduler, len(pending)) as client:
-            from dask.distributed import as_completed
+    from ..store import code_hash
 
-            futures = {
-                client.submit(
-                    execute_task, kind.run, t.params, spec.engine, key=f"loradyn-{t.key}"
-                ): t
-                for t in pending
-            }
-            for fut in as_completed(futures):
-                task = futures.pop(fut)
-                try:
-                    status, payload = fut.result()
-                except Exception as exc:  # noqa: BLE001 - lost worker, cancelled, unpicklable
-                    status, payload = "error", {
-                        "type": type(exc).__name__,
-                        "message": " ".join(str(exc).split()) or type(exc).__name__,
-                        "traceback": traceback.format_exc(),
-                    }
-                fut.release()
-                if status == "ok":
-                    store.write_result(task.key, payload)
-                else:
-                    n_failed += 1
-                    store.write_error(task.key, _error_record(task, payload, spec))
-                    log.info("task %s (%s) failed: %s", task.key, task.label(), payload["message"])
-                bar.advance(n_failed)
+    report = as_callback(progress)
+    n_done = sum(1 for t in tasks if states[t.key][0] == "done")
+    n_failed = sum(1 for t in tasks if states[t.key][0] != "done" and t not in pending
+                   and store.has_error(t.key))
+    total = len(tasks)
+    with _client(workers, scheduler, len(pending)) as client:
+        from dask.distributed import as_completed
+
+        here = code_hash()
+        futures = {
+            client.submit(
+                execute_task, kind.run, t.params, spec.engine, here, key=f"loradyn-{t.key}"
+            ): t
+            for t in pending
+        }
+        for fut in as_completed(futures):
+            task = futures.pop(fut)
+            try:
+                status, payload = fut.result()
+            except Exception as exc:  # noqa: BLE001 - lost worker, cancelled, unpicklable
+                status, payload = "error", {
+                    "type": type(exc).__name__,
+                    "message": " ".join(str(exc).split()) or type(exc).__name__,
+                    "traceback": traceback.format_exc(),
+                }
+            fut.release()
+            if status == "ok":
+                store.write_result(task.key, payload)
+                n_done += 1
+            else:
+                n_failed += 1
+                store.write_error(task.key, _error_record(task, payload, spec))
+                log.info("task %s (%s) failed: %s", task.key, task.label(), payload["message"])
+            report((n_done + n_failed) / total,
+                   f"sweep {spec.name}: {n_done} done, {n_failed} failed of {total}")

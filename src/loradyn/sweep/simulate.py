@@ -71,7 +71,7 @@ def prepare(params: dict[str, Any], engine: str) -> dict[str, Any]:
     return cfg.to_dict()
 
 
-def run(params: dict[str, Any], engine: str) -> Any:
+def run(params: dict[str, Any], engine: str, progress: Any = None) -> Any:
     """Run one task: :func:`loradyn.engines.simulate` on ``RunConfig.from_dict(params)``.
 
     Divergence warnings are not printed by the worker; the dataset keeps them in
@@ -83,7 +83,12 @@ def run(params: dict[str, Any], engine: str) -> Any:
     cfg = RunConfig.from_dict(params)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        return simulate(cfg, engine=engine)
+        return simulate(cfg, engine=engine, progress=progress)
+
+
+def key(params: dict[str, Any], engine: str) -> str:
+    """The task's content key: :meth:`RunConfig.key` of its configuration."""
+    return RunConfig.from_dict({**params, "engine": engine}).key()
 
 
 SIMULATE = register_kind(
@@ -96,6 +101,7 @@ SIMULATE = register_kind(
         default_engine="reduced",
         replaces={"mu": "mu", "seed": "seed", "seed0": "seed"},
         description="one loradyn.engines.simulate run per task (RunConfig fields)",
+        key=key,
     ),
     replace=True,
 )

@@ -22,8 +22,9 @@ unknown activation, an empty grid raise :class:`~loradyn.errors.LoradynError` wi
 line that names the key (``grid.teacher: ...``). A combination of valid values that the
 configuration rejects (checked per task) makes only that task fail.
 
-Each task is named by a hash of its full canonical configuration (kind, engine and every
-parameter with its default filled in), see :func:`task_key`.
+Each task is named by a hash of what determines its numbers (for ``simulate``, the
+:meth:`loradyn.config.RunConfig.key` of its configuration), see :func:`task_key`; a
+sweep and ``loradyn reproduce`` therefore name the same simulation alike.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LoradynError
+from ..params import canonical_json
 from .kinds import TaskKind, get_kind
 
 TABLES = ("sweep", "grid", "fixed")
@@ -46,28 +48,19 @@ SWEEP_KEYS = ("name", "engine", "kind", "description")
 KEY_LENGTH = 20  # hex characters of the sha256 kept in a task key
 
 
-def canonical_json(obj: Any) -> str:
-    """JSON text with sorted keys and no spaces: the input of every hash here."""
-    return json.dumps(_jsonable(obj), sort_keys=True, separators=(",", ":"), allow_nan=False)
-
-
-def _jsonable(obj: Any) -> Any:
-    """Convert tuples, numpy scalars and arrays to plain JSON types."""
-    if obj is None or isinstance(obj, str | bool | int):
-        return obj
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if hasattr(obj, "tolist") and not isinstance(obj, str | bytes):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        raise LoradynError(f"value {obj!r} is not finite: sweep parameters must be finite")
-    return obj
-
-
 def task_key(kind: str, engine: str, params: Mapping[str, Any]) -> str:
-    """Hash naming a task's result: sha256 of the canonical JSON of kind, engine, params."""
+    """Hash naming a task's result.
+
+    A kind that declares ``key`` (``simulate``: :meth:`loradyn.config.RunConfig.key`, which
+    hashes what determines the numbers) names it; otherwise, or for an invalid task, the
+    sha256 of the canonical JSON of kind, engine and params.
+    """
+    k = get_kind(kind)
+    if k.key is not None:
+        try:
+            return k.key(dict(params), engine)
+        except LoradynError:
+            pass
     text = canonical_json({"kind": kind, "engine": engine, "params": params})
     return hashlib.sha256(text.encode()).hexdigest()[:KEY_LENGTH]
 
