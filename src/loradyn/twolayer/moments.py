@@ -91,15 +91,28 @@ class Fn:
     exact: bool = True  # a plain registered activation (exact pair identities may apply)
 
 
+def _lookup(name: str):
+    # registered names (built-in or user, possibly re-registered) straight from the registry;
+    # Hermite names and sums are parsed once (they cannot change)
+    from ..activations import _REGISTRY
+
+    return _REGISTRY.get(name) or _parsed(name)
+
+
+@lru_cache(maxsize=128)
+def _parsed(name: str):
+    return get_activation(name)
+
+
 def student_fn(name: str) -> Fn:
     """The student activation ``name`` as an :class:`Fn`."""
-    a = get_activation(name)
+    a = _lookup(name)
     return Fn(a.name, a.f, a.df, tuple(a.kinks), a.d2f, True)
 
 
 def target_fn(teacher: str, label: str | None = None) -> Fn:
     r"""The teacher's label function :math:`t = T\circ\phi` (``label``: identity or square)."""
-    tg = make_target(teacher, label)
+    tg = make_target(_lookup(teacher), label)
     if tg.label.name == "identity":
         a = tg.teacher
         return Fn(a.name, a.f, a.df, tuple(a.kinks), a.d2f, True)
@@ -451,6 +464,9 @@ def noise_relu(Sig: Array, nu: float, *, nodes: int = 8) -> Array:
     lead = Sig.shape[:-2]
     flat = Sig.reshape((-1, n2, n2))
     out = np.zeros((flat.shape[0], K, K))
+    diag = iu == ju
+    # gather every (seed, k, l) block's outer points, then one vectorized closed-form call
+    Mx, My, Sx, Sy, Rr, Wt, owner = [], [], [], [], [], [], []
     for b in range(flat.shape[0]):
         S = 0.5 * (flat[b] + flat[b].T)
         for k in range(K):
@@ -459,38 +475,48 @@ def noise_relu(Sig: Array, nu: float, *, nodes: int = 8) -> Array:
                 if qa <= _TINY or qb <= _TINY:
                     continue
                 if k == l:
-                    # 1-D: lambda_k = sqrt(qa) z, z > 0; weight phi(z)
-                    z, wz = rad, wr * _norm_pdf(rad)
-                    pts = np.stack([np.sqrt(qa) * z], axis=-1)
+                    pts = (math.sqrt(qa) * rad)[:, None]
+                    wz = wr * _norm_pdf(rad)
                     cols = [k]
                 else:
                     cz = c / math.sqrt(qa)
                     s = math.sqrt(max(qb - cz * cz, 0.0))
-                    beta = math.atan2(s, cz)
-                    th0, th1 = beta - 0.5 * math.pi, 0.5 * math.pi
+                    th0, th1 = math.atan2(s, cz) - 0.5 * math.pi, 0.5 * math.pi
                     if th1 <= th0:
                         continue
                     th = th0 + (th1 - th0) * u
                     R, TH = np.meshgrid(rad, th, indexing="ij")
-                    W = (wr[:, None] * rad[:, None] * np.exp(-0.5 * rad[:, None] ** 2)
-                         * ((th1 - th0) * wu)[None, :] / (2 * math.pi)).ravel()
+                    wz = (wr[:, None] * rad[:, None] * np.exp(-0.5 * rad[:, None] ** 2)
+                          * ((th1 - th0) * wu)[None, :] / (2 * math.pi)).ravel()
                     z1, z2 = (R * np.cos(TH)).ravel(), (R * np.sin(TH)).ravel()
                     pts = np.stack([math.sqrt(qa) * z1, cz * z1 + s * z2], axis=-1)
-                    wz = W
                     cols = [k, l]
-                So = S[np.ix_(cols, cols)]
-                Bm = S[:, cols] @ np.linalg.pinv(So)  # conditional mean = Bm @ o
+                Bm = S[:, cols] @ np.linalg.pinv(S[np.ix_(cols, cols)])
                 Sc = S - Bm @ S[cols, :]
                 sd = np.sqrt(np.clip(np.diag(Sc), 0.0, None))
                 mean = pts @ Bm.T  # N x 2K
                 with np.errstate(divide="ignore", invalid="ignore"):
                     rr = np.where(sd[iu] * sd[ju] > 0, Sc[iu, ju] / (sd[iu] * sd[ju]), 0.0)
-                diag = iu == ju
-                val = np.empty((mean.shape[0], iu.size))
-                val[:, diag] = relu_square_shifted(mean[:, iu[diag]], sd[iu[diag]])
-                val[:, ~diag] = relu_pair_shifted(mean[:, iu[~diag]], mean[:, ju[~diag]],
-                                                  sd[iu[~diag]], sd[ju[~diag]], rr[~diag])
-                out[b, k, l] = out[b, l, k] = float(wz @ (val @ wpair))
+                N = pts.shape[0]
+                Mx.append(mean[:, iu])
+                My.append(mean[:, ju])
+                Sx.append(np.broadcast_to(sd[iu], (N, iu.size)))
+                Sy.append(np.broadcast_to(sd[ju], (N, iu.size)))
+                Rr.append(np.broadcast_to(rr, (N, iu.size)))
+                Wt.append(wz)
+                owner.append((b, k, l, N))
+    if owner:
+        mx, my = np.concatenate(Mx), np.concatenate(My)
+        sx, sy, rr = np.concatenate(Sx), np.concatenate(Sy), np.concatenate(Rr)
+        val = np.empty_like(mx)
+        val[:, diag] = relu_square_shifted(mx[:, diag], sx[:, diag])
+        nd = ~diag
+        val[:, nd] = relu_pair_shifted(mx[:, nd], my[:, nd], sx[:, nd], sy[:, nd], rr[:, nd])
+        per_point = np.concatenate(Wt) * (val @ wpair)
+        start = 0
+        for b, k, l, N in owner:
+            out[b, k, l] = out[b, l, k] = float(per_point[start:start + N].sum())
+            start += N
     return nu**4 * out.reshape(lead + (K, K))
 
 
