@@ -228,6 +228,13 @@ def register_activation(
     Activation
         The registered activation.
     """
+    if not isinstance(name, str):
+        raise LoradynError(f"activation name {name!r} is invalid: give a string such as 'mytanh'")
+    for what, fn in (("f", f), ("df", df), ("d2f", d2f)):
+        if fn is not None and not callable(fn):
+            raise LoradynError(f"activation {name!r}: {what} must be a function, got {fn!r}")
+    if f is None or df is None:
+        raise LoradynError(f"activation {name!r}: give both f and df (the derivative)")
     key = name.strip().lower()
     if not re.fullmatch(r"[a-z_][\w\-]*", key):
         raise LoradynError(f"activation name {name!r} is invalid: use letters, digits, _ or -")
@@ -340,7 +347,7 @@ def get_label(name: str | LabelTransform | None) -> LabelTransform:
     """Look up a label transform: ``identity`` (also ``None``/``none``) or ``square``."""
     if isinstance(name, LabelTransform):
         return name
-    key = "identity" if name in (None, "", "none", "id") else str(name).strip().lower()
+    key = "identity" if name in (None, "none", "id") else str(name).strip().lower()
     if key not in _LABELS:
         raise LoradynError(f"unknown label transform {name!r}: choose identity or square")
     return _LABELS[key]

@@ -44,7 +44,7 @@ import numpy as np
 
 from . import params as _params
 from .activations import get_activation, get_label
-from .errors import LoradynError, check_mu
+from .errors import LoradynError, as_float, check_mu
 from .params import EXECUTION, param, validate
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -79,13 +79,8 @@ def _int(name: str, value: object, lo: int) -> int:
 
 
 def _float(name: str, value: object) -> float:
-    try:
-        v = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise LoradynError(f"{name} = {value!r} is not a number: give a finite number") from None
-    if not math.isfinite(v):
-        raise LoradynError(f"{name} = {value!r} is not finite: give a finite number")
-    return v
+    # a string or a bool is refused like d='1000' is (no silent conversion)
+    return as_float(name, value)
 
 
 def _act_name(name: str, what: str) -> str:
@@ -98,6 +93,8 @@ def _act_name(name: str, what: str) -> str:
 def _label_name(name: object, what: str) -> str:
     if name is None:
         return "identity"
+    if not isinstance(name, str) or not name.strip():
+        raise LoradynError(f"{what} = {name!r} is unknown: choose identity or square")
     lab = get_label(name)  # type: ignore[arg-type]
     if lab.name not in LABELS:
         raise LoradynError(f"{what} = {name!r} is unknown: choose identity or square")
@@ -243,7 +240,8 @@ class RunConfig:
     teacher: str = param("linear", "Teacher activation, e.g. linear, erf, relu, he3.",
                          kind="str", check=lambda v, c: _act_name(v, "teacher"), cli=("-t",))
     student: str | None = param(None, "Student activation (default: the teacher's).", kind="str",
-                                check=lambda v, c: _act_name(v, "student") if v else c.teacher,
+                                check=lambda v, c: c.teacher if v is None
+                                 else _act_name(v, "student"),
                                 cli=("-s",))
     label: str = param("identity", "Label transform: identity or square (stage 1).", kind="str",
                        check=lambda v, c: _label_name(v, "label"))
@@ -393,7 +391,7 @@ class RunConfig:
         """Inverse of :meth:`to_json`."""
         try:
             data = json.loads(text)
-        except (TypeError, json.JSONDecodeError) as exc:
+        except (TypeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise LoradynError(f"configuration is not valid JSON: {exc}") from None
         if not isinstance(data, dict):
             raise LoradynError("configuration JSON must be an object")

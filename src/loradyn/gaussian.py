@@ -41,11 +41,17 @@ def hermite_rule(n: int) -> tuple[Array, Array]:
     r"""Gauss-Hermite nodes and weights for :math:`E[f(Z)]`, :math:`Z\sim N(0,1)`.
 
     :math:`E[f(Z)] \approx \sum_i w_i f(x_i)`, exact for polynomials of degree
-    :math:`\le 2n-1`; the weights sum to one.
+    :math:`\le 2n-1`; the weights sum to one. numpy's ``hermegauss`` overflows beyond about
+    370 nodes; there :func:`scipy.special.roots_hermitenorm` (asymptotic formulas) is used.
     """
     if n < 1:
         raise ValueError("the number of quadrature nodes must be at least 1")
-    x, w = H.hermegauss(n)
+    with np.errstate(all="ignore"):
+        x, w = H.hermegauss(n)
+    if not (np.all(np.isfinite(w)) and np.all(np.isfinite(x))):
+        from scipy.special import roots_hermitenorm
+
+        x, w = roots_hermitenorm(n)
     w = w / _SQRT2PI
     x.setflags(write=False)
     w.setflags(write=False)

@@ -80,14 +80,16 @@ def normalized_hermite(x: Array, kmax: int) -> Array:
 
 
 def _sqrt_fact(kmax: int) -> Array:
-    return np.sqrt(np.array([math.factorial(k) for k in range(kmax + 1)], dtype=float))
+    r""":math:`\sqrt{k!}` for k = 0..kmax, as :math:`\exp(\tfrac12\ln\Gamma(k+1))`: finite for
+    every kmax allowed (k! itself overflows a float beyond k = 170)."""
+    return np.array([math.exp(0.5 * math.lgamma(k + 1)) for k in range(kmax + 1)])
 
 
 def _resolve(fn: str | Activation | Target, label: str | None) -> tuple[str, Callable, tuple]:
     """Name, vectorized callable and kinks of an activation or a target ``T(phi)``."""
     if isinstance(fn, Target):
         return fn.name, fn.y, fn.kinks
-    if label not in (None, "", "identity", "none", "id"):
+    if label not in (None, "identity", "none", "id"):
         t = make_target(fn, label)
         return t.name, t.y, t.kinks
     act = get_activation(fn)

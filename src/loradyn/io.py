@@ -9,7 +9,11 @@ a failed write leaves the old file untouched and no temporary behind.
 - :func:`atomic_write`: the context manager itself (optionally with ``fsync``);
 - :func:`atomic_write_text`, :func:`atomic_savefig`: the two common cases;
 - :func:`save_netcdf` / :func:`load_netcdf`: the one netCDF writer/reader pair (native bool);
-- :func:`require_folder`: the one-line user error for a missing output folder.
+- :func:`require_folder`: the one-line user error for a missing output folder;
+- :func:`check_output_file`, :func:`check_distinct`, :func:`plot_format`: every output path
+  checked before any work (empty, a directory, below a file, unwritable, two outputs on
+  one file, an image format matplotlib does not know);
+- :func:`write_errors`: a failed write (full disk, permission) as one line.
 
 This module imports neither matplotlib nor torch: pass the temporary path to their own
 save functions (``fig.savefig(tmp)``, ``torch.save(obj, tmp)``).
@@ -37,10 +41,16 @@ __all__ = [
     "atomic_savefig",
     "atomic_write",
     "atomic_write_text",
+    "check_distinct",
+    "check_output_file",
+    "check_outputs",
     "load_netcdf",
+    "memory_errors",
     "netcdf_attrs",
+    "plot_format",
     "require_folder",
     "save_netcdf",
+    "write_errors",
 ]
 
 TMP_MARK = ".tmp-"
@@ -92,6 +102,142 @@ def require_folder(path: str | os.PathLike) -> Path:
     if not target.parent.exists():
         raise LoradynError(f"folder {str(target.parent)!r} does not exist: create it first")
     return target
+
+
+def check_output_file(
+    path: str | os.PathLike, what: str = "output", *, create_folder: bool = False
+) -> Path:
+    """Check, before any work, that a file can be written at ``path``; return it as a Path.
+
+    Parameters
+    ----------
+    path
+        The file about to be written.
+    what
+        How the user named it (``--out``), for the message.
+    create_folder
+        Whether a missing folder will be created (else it is an error).
+
+    Raises
+    ------
+    LoradynError
+        When ``path`` is empty, is a directory, lies below a file, its folder is missing
+        (unless ``create_folder``), or that folder cannot be written.
+    """
+    text = os.fspath(path)
+    if not str(text).strip():
+        raise LoradynError(f"{what} is empty: give a file name")
+    target = Path(text)
+    if target.is_dir():
+        raise LoradynError(f"{what} {text} is a directory: give a file name")
+    anc = target.parent
+    while not anc.exists() and anc != anc.parent:
+        anc = anc.parent
+    if not anc.is_dir():
+        raise LoradynError(f"{what} {text}: {anc} is not a directory: choose another path")
+    if anc != target.parent and not create_folder:
+        raise LoradynError(f"folder {str(target.parent)!r} does not exist: create it first")
+    if not os.access(anc, os.W_OK | os.X_OK):
+        raise LoradynError(f"{what} {text}: the folder {anc} is not writable: choose another path")
+    return target
+
+
+def check_distinct(outputs: dict[str, str | os.PathLike | None]) -> None:
+    """Raise :class:`LoradynError` when two given outputs name the same file.
+
+    ``outputs`` maps the option name (``--out``) to its path; ``None`` entries are skipped.
+    """
+    seen: dict[Path, str] = {}
+    for what, path in outputs.items():
+        if path is None:
+            continue
+        key = Path(os.path.abspath(os.fspath(path)))
+        if key.exists():
+            key = key.resolve()
+        if key in seen:
+            raise LoradynError(
+                f"{seen[key]} and {what} name the same file {os.fspath(path)}: give two files"
+            )
+        seen[key] = what
+
+
+def plot_format(path: str | os.PathLike, what: str = "plot") -> str:
+    """The image format of ``path`` from its extension (``png`` without one).
+
+    Raises
+    ------
+    LoradynError
+        When matplotlib cannot write that format.
+    """
+    suffix = Path(path).suffix.lower().lstrip(".")
+    if not suffix:
+        return "png"
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    known = FigureCanvasBase.get_supported_filetypes()
+    if suffix not in known:
+        raise LoradynError(
+            f"{what} {os.fspath(path)}: matplotlib cannot write .{suffix} images: use one of "
+            f"{', '.join('.' + k for k in sorted(known))}"
+        )
+    return suffix
+
+
+def check_outputs(
+    files: dict[str, str | os.PathLike | None],
+    plots: dict[str, str | os.PathLike | None] | None = None,
+    *,
+    create_folder: bool = False,
+) -> None:
+    """Check every output of a command before it computes anything.
+
+    ``files`` and ``plots`` map option names (``--out``, ``--plot``) to paths (``None``:
+    not asked for). Each path must be writable (:func:`check_output_file`), each plot's
+    extension an image format (:func:`plot_format`), and no two outputs may be one file
+    (:func:`check_distinct`).
+    """
+    plots = plots or {}
+    for what, path in {**files, **plots}.items():
+        if path is not None:
+            check_output_file(path, what, create_folder=create_folder)
+    for what, path in plots.items():
+        if path is not None:
+            plot_format(path, what)
+    check_distinct({**files, **plots})
+
+
+_TOO_BIG = ("array is too big", "Maximum allowed dimension exceeded")
+
+
+@contextmanager
+def memory_errors(advice: str) -> Iterator[None]:
+    """Turn running out of memory (``MemoryError``, numpy's "array is too big") into one line.
+
+    ``advice`` says what to reduce, e.g. ``"reduce --d or --batch"``.
+    """
+    try:
+        yield
+    except (MemoryError, ValueError) as exc:
+        too_big = isinstance(exc, MemoryError) or any(t in str(exc) for t in _TOO_BIG)
+        if isinstance(exc, LoradynError) or not too_big:
+            raise
+        what = " ".join(str(exc).split()) or "MemoryError"
+        raise LoradynError(f"the run does not fit in memory ({what}): {advice}") from None
+
+
+@contextmanager
+def write_errors(path: str | os.PathLike, what: str = "output", lost: str = "") -> Iterator[None]:
+    """Turn an :class:`OSError` of the body (disk full, permission, ...) into one line.
+
+    The message names the file and says what happened to the results (``lost``, e.g.
+    ``"the dataset was not saved"``).
+    """
+    try:
+        yield
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        tail = f"; {lost}" if lost else ""
+        raise LoradynError(f"cannot write {what} {os.fspath(path)}: {reason}{tail}") from None
 
 
 @contextmanager

@@ -36,9 +36,9 @@ import numpy as np
 import xarray as xr
 from scipy.optimize import brentq
 
-from .errors import LoradynError, check_mu
+from .errors import LoradynError, as_float, as_int, check_mu
 from .gaussian import rule_1d
-from .io import atomic_savefig, require_folder
+from .io import atomic_savefig, plot_format, require_folder
 from .population import Problem, make_problem
 
 Array = np.ndarray
@@ -247,12 +247,13 @@ def exit_time(tau_value: Array | float, d: int, radius: float = 0.5) -> Array:
     rate for SGD steps). When the start already reaches the radius (:math:`r_0 \ge R`) the
     prediction is 0, also where :math:`\tau = \infty` (never ``inf * 0 = NaN``).
     """
-    if d < 2:
-        raise LoradynError(f"d = {d} is too small: the dimension must be at least 2")
-    if not (math.isfinite(radius) and radius > 0):
-        raise LoradynError(f"radius = {radius!r} is invalid: the escape radius must be > 0")
+    d = as_int("d", d, lo=2)
+    radius = as_float("radius", radius, lo=0.0, lo_open=True)
     factor = 0.5 * math.log(d) + math.log(radius)
-    t = np.asarray(tau_value, dtype=float)
+    try:
+        t = np.asarray(tau_value, dtype=float)
+    except (TypeError, ValueError):
+        raise LoradynError(f"tau = {tau_value!r} is not a number: give tau >= 0") from None
     if factor <= 0.0:
         return np.zeros_like(t)
     return t * factor
@@ -382,7 +383,7 @@ def plot_tau(result: TauResult, path: str | os.PathLike, *, title: str | None = 
         ax.set_title(title or result.problem, fontsize=8)
         ax.grid(True, which="both", alpha=0.3)
         fig.tight_layout()
-        atomic_savefig(fig, target, format="png")
+        atomic_savefig(fig, target, format=plot_format(target))
     finally:
         plt.close(fig)
     return target

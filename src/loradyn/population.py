@@ -311,6 +311,10 @@ def flow(
     -------
     (du_dt, dm_dt, dp_dt)
     """
+    if not isinstance(problem, Problem):
+        raise LoradynError(
+            f"flow() needs a Problem, got {type(problem).__name__}: build one with make_problem"
+        )
     pop = population(problem, u, m, mu, p=p, nodes=nodes)
     u = np.asarray(u, dtype=float)
     drift = 0.5 * step_noise * u * u * pop.h

@@ -39,9 +39,9 @@ def reproduce_cmd(
     prepare_out(out)
     est = expected_seconds(scale, ids)
     if est:
-        when = f"about {est / 60:.0f} min" if est >= 90 else "under 2 min"
-        typer.echo(f"loradyn reproduce --scale {scale}: expected run time {when} on 2 CPU "
-                   "cores (figures with an estimate)", err=True)
+        when = f"about {est / 60:.0f} min" if est >= 120 else f"about {est:.0f} s"
+        typer.echo(f"loradyn reproduce --scale {scale}: expected run time {when} on an idle "
+                   "2-core machine (figures with an estimate)", err=True)
     res = reproduce(out, scale=scale, only=ids, engine=engine, progress=not no_progress, seed=seed)
     counts = {v: sum(1 for c in res.claims if c.verdict == v)
               for v in ("holds", "fails", "not-tested")}

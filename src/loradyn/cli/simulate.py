@@ -17,13 +17,11 @@ import typer
 
 from ..config import RunConfig
 from ..errors import LoradynError
-from ..io import require_folder
+from ..io import check_outputs, memory_errors, write_errors
 from ..params import cli_command
 from ._app import app
 
 FORMATS = ("table", "json")
-# numpy's messages for an array too large to even describe (raised as ValueError)
-_TOO_BIG = ("array is too big", "Maximum allowed dimension exceeded")
 
 
 def _fmt(v: object) -> str:
@@ -52,31 +50,24 @@ def _simulate_body(
     f = fmt.strip().lower()
     if f not in FORMATS:
         raise LoradynError(f"unknown format {fmt!r}: choose table or json")
-    for path in (out, plot):  # a missing folder is reported before the run, not after it
-        if path:
-            require_folder(path)
+    check_outputs({"--out": out}, plots={"--plot": plot})  # before the run, not after it
     if misaligned:
         fields["pretraining"] = "misaligned"
     cfg = RunConfig(**fields)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DivergenceWarning)
-        try:
+        with memory_errors("reduce --d, --batch, --seeds or the number of mu values"):
             ds = _run_with_progress(cfg, simulate)
-        except (MemoryError, ValueError) as exc:
-            too_big = isinstance(exc, MemoryError) or any(s in str(exc) for s in _TOO_BIG)
-            if isinstance(exc, LoradynError) or not too_big:
-                raise
-            raise LoradynError(
-                f"the run does not fit in memory ({' '.join(str(exc).split())}): "
-                "reduce --d, --batch, --seeds or the number of mu values"
-            ) from None
     for w in caught:
         if issubclass(w.category, DivergenceWarning):
             print(f"warning: {w.message}", file=sys.stderr)
-    if out:
-        save_netcdf(ds, out)
-    if plot:
-        plot_run(ds, plot)
+    if out is not None:
+        with write_errors(out, "--out", "the dataset was not saved"):
+            save_netcdf(ds, out)
+    if plot is not None:
+        kept = f"the dataset is in {out}" if out is not None else "the dataset was not saved"
+        with write_errors(plot, "--plot", kept):
+            plot_run(ds, plot)
     if f == "json":
         sys.stdout.write(json.dumps(runs_json(ds)) + "\n")
         return

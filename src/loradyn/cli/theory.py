@@ -16,7 +16,7 @@ import typer
 
 from ..errors import LoradynError
 from ..hermite import hermite_coefficients
-from ..io import require_folder
+from ..io import check_outputs, write_errors
 from ..linearization import parse_mu_spec, plot_tau, singularities, tau
 from ._app import app
 
@@ -79,14 +79,14 @@ def tau_cmd(
     """Characteristic time tau(mu) of the correlated search phase (with a, b, lambda_plus)."""
     f = _check_format(fmt)
     mus = parse_mu_spec(mu)
-    if plot:
-        require_folder(plot)  # before any output, so a bad path prints only the error
+    check_outputs({}, plots={"--plot": plot})  # before any output: only the error is printed
     res = tau(teacher, mus, student=student, label=label, loss=loss, units=units)
     cols = ["mu", "a", "b", "lambda_plus", "tau"]
     meta = {"problem": res.problem, "units": res.units, "scale": res.scale}
     _emit(res.rows(), cols, f, f"tau: {res.problem} ({res.units} units)", meta)
-    if plot:
-        path = plot_tau(res, plot)
+    if plot is not None:
+        with write_errors(plot, "--plot", "the table above is the result"):
+            path = plot_tau(res, plot)
         print(f"plot written to {path}", file=sys.stderr)
 
 

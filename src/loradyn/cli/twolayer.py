@@ -14,7 +14,8 @@ import sys
 
 import typer
 
-from ..errors import LoradynError
+from ..errors import LoradynError, as_int
+from ..io import check_outputs, memory_errors, write_errors
 from ..twolayer import TwoLayerConfig, plot_loss, save, simulate, summary, tau
 from ._app import app
 
@@ -40,9 +41,12 @@ def _floats(text: str, what: str) -> list[float]:
 
 def _ints(text: str, what: str) -> list[int]:
     vals = _floats(text, what)
-    if any(v != int(v) or v < 1 for v in vals):
-        raise LoradynError(f"{what} = {text!r} is invalid: give integers >= 1, e.g. 1,2,4")
-    return [int(v) for v in vals]
+    try:
+        return [as_int(what, v, lo=1, hi=2**31 - 1) for v in vals]
+    except LoradynError:
+        raise LoradynError(
+            f"{what} = {text!r} is invalid: give integers >= 1 (below 2^31), e.g. 1,2,4"
+        ) from None
 
 
 def _fmt(fmt: str, allowed: tuple[str, ...]) -> str:
@@ -50,20 +54,6 @@ def _fmt(fmt: str, allowed: tuple[str, ...]) -> str:
     if f not in allowed:
         raise LoradynError(f"unknown format {fmt!r}: choose {' or '.join(allowed)}")
     return f
-
-
-def _check_target(path: str, what: str) -> None:
-    """Fail before the simulation when ``path`` cannot be written (a folder, or below a file)."""
-    from pathlib import Path
-
-    p = Path(path)
-    if p.is_dir():
-        raise LoradynError(f"{what} {path} is a directory: give a file name")
-    for parent in p.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise LoradynError(f"{what} {path}: {parent} is not a directory")
-            break
 
 
 def _json_num(v):
@@ -155,20 +145,17 @@ def simulate_cmd(
         update=update, threshold=threshold, record_every=record_every, noise_term=noise_term,
         label=label, from_scratch=from_scratch,
     )
-    if out:
-        _check_target(out, "--out")
-    if plot:
-        _check_target(plot, "--plot")
-    ds = simulate(cfg, ranks, engine)
+    check_outputs({"--out": out}, plots={"--plot": plot}, create_folder=True)
+    with memory_errors("reduce --d, --batch, --seeds or the number of ranks"):
+        ds = simulate(cfg, ranks, engine)
     rows = summary(ds)
-    try:
-        if out:
+    if out is not None:
+        with write_errors(out, "--out", "the dataset was not saved"):
             save(ds, out)
-        if plot:
+    if plot is not None:
+        kept = f"the dataset is in {out}" if out is not None else "the dataset was not saved"
+        with write_errors(plot, "--plot", kept):
             plot_loss(ds, plot)
-    except OSError as exc:
-        raise LoradynError(f"cannot write {exc.filename or out or plot}: "
-                           f"{exc.strerror or exc}") from None
     if f == "json":
         res = {"engine": engine, "config": json.loads(ds.attrs["config"]),
                "rows": [{k: _json_num(v) for k, v in r.items()} for r in rows]}

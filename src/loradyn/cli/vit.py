@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -78,6 +80,22 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
 
 
 @contextlib.contextmanager
+def _warning_lines() -> Iterator[None]:
+    """Print each healed-file warning as one ``warning: ...`` line on stderr (also when the
+    body fails)."""
+    from ..vit.train import CorruptFileWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", CorruptFileWarning)
+        try:
+            yield
+        finally:
+            for w in caught:
+                if issubclass(w.category, CorruptFileWarning):
+                    print(f"warning: {' '.join(str(w.message).split())}", file=sys.stderr)
+
+
+@contextlib.contextmanager
 def _bar(label: str, threads: int) -> Iterator:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -102,7 +120,8 @@ def _bar(label: str, threads: int) -> Iterator:
             prog.update(task, completed=fraction, msg=message)
 
         try:
-            yield update
+            with _warning_lines():
+                yield update
         finally:
             logger.removeHandler(handler)
             logger.setLevel(old_level)
@@ -189,7 +208,8 @@ def table_cmd(
     from ..vit.table import write_table
 
     sds = _ints(seeds, "--seeds") if seeds else None
-    path, _ = write_table(out, sds, allow_missing)
+    with _warning_lines():
+        path, _ = write_table(out, sds, allow_missing)
     typer.echo(path.read_text().rstrip())
     typer.echo(f"table: {path}")
     if figure:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from ..io import atomic_savefig, load_netcdf, require_folder, save_netcdf
+from ..io import atomic_savefig, load_netcdf, plot_format, require_folder, save_netcdf
 
 __all__ = ["load_netcdf", "plot_run", "save_netcdf", "summary_rows"]
 
@@ -101,7 +101,7 @@ def plot_run(ds: xr.Dataset, path: str | os.PathLike, *, title: str | None = Non
         for ax in axes:
             ax.grid(True, alpha=0.3)
         fig.tight_layout()
-        atomic_savefig(fig, target, format="png")
+        atomic_savefig(fig, target, format=plot_format(target))
     finally:
         plt.close(fig)
     return target

@@ -14,7 +14,8 @@ from ..population import make_problem, population
 from . import _common as C
 from .registry import FigureContext, FigureOutput, register
 
-ESTIMATE = {"quick": 30.0, "paper": 250.0}
+# idle 2-core seconds, calibrated from measured CPU time (scripts/calibrate_estimates.py)
+ESTIMATE = {"quick": 10.0, "paper": 75.0}
 ACTS = ("linear", "erf", "relu", "sigmoid")
 DYN_MUS = (0.1, 0.3, 0.5, 0.7, 0.9)
 

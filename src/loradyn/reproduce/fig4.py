@@ -13,7 +13,8 @@ from ..linearization import singularities, tau
 from . import _common as C
 from .registry import FigureContext, FigureOutput, register
 
-ESTIMATE = {"quick": 13.0, "paper": 30.0}
+# idle 2-core seconds, calibrated from measured CPU time (scripts/calibrate_estimates.py)
+ESTIMATE = {"quick": 4.1, "paper": 11.0}
 MU = 0.3
 SWITCH_M = 0.25
 

@@ -11,7 +11,8 @@ import numpy as np
 from . import _common as C
 from .registry import FigureContext, FigureOutput, register
 
-ESTIMATE = {"quick": 11.0, "paper": 30.0}
+# idle 2-core seconds, calibrated from measured CPU time (scripts/calibrate_estimates.py)
+ESTIMATE = {"quick": 2.7, "paper": 13.0}
 K = 4
 
 

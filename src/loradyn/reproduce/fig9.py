@@ -12,7 +12,8 @@ from ..linearization import singularities, tau
 from . import _common as C
 from .registry import FigureContext, FigureOutput, register
 
-ESTIMATE = {"quick": 12.0, "paper": 25.0}
+# idle 2-core seconds, calibrated from measured CPU time (scripts/calibrate_estimates.py)
+ESTIMATE = {"quick": 2.6, "paper": 15.0}
 
 
 def settings(scale: str) -> dict:

@@ -65,6 +65,14 @@ from .population import flow, loss, loss_method, noise_matrix
 Array = np.ndarray
 Progress = Callable[[float, str], None]
 _BLOWUP = 1e8
+_MAX_RK4 = 10_000_000  # ODE substeps beyond which a run would take hours
+
+
+def _raise_diverged(cfg: TwoLayerConfig) -> None:
+    raise DivergenceError(
+        f"every trajectory diverged (lr = {cfg.lr}, d = {cfg.d}, batch = {cfg.batch}):"
+        " lower lr or raise batch"
+    )
 
 
 def _rng(cfg: TwoLayerConfig, seed: int) -> np.random.Generator:
@@ -229,9 +237,16 @@ def _ode_batch(cfg: TwoLayerConfig, seeds: list[int], stop_on_escape: bool) -> d
     mu = effective_mu(cfg)
     noisy = cfg.noise_term and cfg.lr * cfg.d / cfg.batch > 0
 
-    def advance(s: State) -> State:
+    def blown(y: tuple[Array, Array, Array]) -> bool:
+        """Every trajectory non-finite or beyond the blow-up bound (the SGD criterion)."""
+        A, C = y[0], y[2]
+        ok = (np.isfinite(A).all(axis=(-2, -1)) & np.isfinite(C).all(axis=(-2, -1))
+              & (np.abs(A).max(axis=(-2, -1)) < _BLOWUP))
+        return not ok.any()
+
+    def advance(s: State, n: int = sub) -> State:
         y = (s.A, s.M, s.C)
-        for _ in range(sub):
+        for _ in range(n):
             # the finite-step term's H once per sub-step (it is O(lr) and varies slowly; for
             # relu and quadrature activations it is the costly part)
             H = (noise_matrix(mu, *y, activation=cfg.activation, nu=cfg.nu,
@@ -246,9 +261,20 @@ def _ode_batch(cfg: TwoLayerConfig, seeds: list[int], stop_on_escape: bool) -> d
             k4 = f(tuple(a + h * b for a, b in zip(y, k3, strict=True)))
             y = tuple(a + h / 6 * (b1 + 2 * b2 + 2 * b3 + b4)
                       for a, b1, b2, b3, b4 in zip(y, k1, k2, k3, k4, strict=True))
+            if blown(y):  # stop at once: the remaining substeps would only carry inf/NaN
+                break
         return State(*y)
 
     with np.errstate(over="ignore", invalid="ignore"):
+        if cfg.steps * sub > _MAX_RK4:
+            # a horizon of more than _MAX_RK4 RK4 steps: diverged if a short probe blows
+            # up (as SGD does at such a learning rate), otherwise refused up front
+            if blown(tuple(getattr(advance(st, min(sub, 100)), k) for k in ("A", "M", "C"))):
+                _raise_diverged(cfg)
+            raise LoradynError(
+                f"the ode engine would take {cfg.steps * sub:.3g} RK4 steps of at most 0.1 "
+                f"(steps * lr = {cfg.steps * cfg.lr:.3g}): lower --lr or --steps"
+            )
         return _drive(cfg, st, advance, stop_on_escape)
 
 
@@ -283,10 +309,7 @@ def run(
         res = {k: np.concatenate([p[k] for p in parts]) for k in ("A", "M", "C", "escape_step",
                                                                "diverged")}
     if np.all(res["diverged"]):
-        raise DivergenceError(
-            f"every trajectory diverged (lr = {cfg.lr}, d = {cfg.d}, batch = {cfg.batch}):"
-            " lower lr or raise batch"
-        )
+        _raise_diverged(cfg)
     st = State(res["A"], res["M"], res["C"])
     with np.errstate(invalid="ignore"):
         L = loss(cfg, st)

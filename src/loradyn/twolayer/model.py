@@ -296,7 +296,8 @@ class TwoLayerConfig:
                 raise LoradynError(
                     f"m0 has shape {m0.shape}: give a number or an r x K = {r} x {K} list"
                 )
-        if not np.all(np.isfinite(m0)) or np.any(np.sum(m0**2, axis=1) >= 1.0):
+        if not np.all(np.isfinite(m0)) or np.any(np.sum(np.minimum(np.abs(m0), 2.0) ** 2,
+                                                       axis=1) >= 1.0):
             raise LoradynError("m0 is invalid: every row of m0 must have norm < 1")
         return m0
 

@@ -14,7 +14,13 @@ import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from ..errors import LoradynError
+from ..errors import LoradynError, as_float, as_int, as_int_tuple
+
+
+def _norm(obj: object, **fields_: Any) -> None:
+    """Store checked values on a frozen dataclass."""
+    for k, v in fields_.items():
+        object.__setattr__(obj, k, v)
 
 DATASETS = ("digits", "emnist-letters", "fashionmnist", "cifar10", "svhn")
 
@@ -49,8 +55,10 @@ class DataSpec:
             raise LoradynError(
                 f"unknown dataset {self.name!r}; choose one of {', '.join(DATASETS)}"
             )
-        if self.noise_std < 0:
-            raise LoradynError(f"noise_std must be >= 0, got {self.noise_std}")
+        _norm(self, rotation=as_float("rotation", self.rotation),
+              noise_std=as_float("noise_std", self.noise_std, lo=0.0),
+              shift_seed=as_int("shift_seed", self.shift_seed, lo=0),
+              train_subset=as_int("train_subset", self.train_subset, lo=0))
 
     @property
     def shifted(self) -> bool:
@@ -82,6 +90,10 @@ class ViTSpec:
     drop_rate: float = 0.0
 
     def __post_init__(self) -> None:
+        _norm(self, **{k: as_int(k, getattr(self, k), lo=1) for k in
+                       ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads")})
+        _norm(self, mlp_ratio=as_float("mlp_ratio", self.mlp_ratio, lo=0.0, lo_open=True),
+              drop_rate=as_float("drop_rate", self.drop_rate, lo=0.0, hi=1.0, hi_open=True))
         if self.img_size % self.patch_size:
             raise LoradynError(
                 f"img_size {self.img_size} must be a multiple of patch_size {self.patch_size}"
@@ -107,8 +119,12 @@ class LoraSpec:
     target_modules: tuple[str, ...] = ("qkv", "proj")
 
     def __post_init__(self) -> None:
-        if self.rank < 1:
-            raise LoradynError(f"LoRA rank must be >= 1, got {self.rank}")
+        _norm(self, rank=as_int("LoRA rank", self.rank, lo=1),
+              alpha=as_float("LoRA alpha", self.alpha, lo=0.0, lo_open=True),
+              dropout=as_float("LoRA dropout", self.dropout, lo=0.0, hi=1.0, hi_open=True))
+        if isinstance(self.target_modules, str) or not isinstance(self.target_modules,
+                                                                   tuple | list):
+            raise LoradynError("LoRA target_modules must be a list such as ['qkv', 'proj']")
         if not self.target_modules:
             raise LoradynError("LoRA target_modules must name at least one module")
         bad = [t for t in self.target_modules if t not in ("qkv", "proj")]
@@ -134,6 +150,15 @@ class PretrainSpec:
     label_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
+        _norm(self, epochs=as_int("pretrain epochs", self.epochs, lo=1),
+              batch_size=as_int("pretrain batch_size", self.batch_size, lo=1),
+              lr=as_float("pretrain lr", self.lr, lo=0.0, lo_open=True),
+              weight_decay=as_float("pretrain weight_decay", self.weight_decay, lo=0.0),
+              warmup_epochs=as_int("pretrain warmup_epochs", self.warmup_epochs, lo=0),
+              min_lr_ratio=as_float("pretrain min_lr_ratio", self.min_lr_ratio, lo=0.0, hi=1.0),
+              checkpoints=as_int_tuple("pretrain checkpoints", self.checkpoints, lo=0),
+              label_smoothing=as_float("pretrain label_smoothing", self.label_smoothing,
+                                       lo=0.0, hi=1.0, hi_open=True))
         if not self.checkpoints:
             raise LoradynError("give at least one pre-training checkpoint epoch")
         if any(c < 0 or c > self.epochs for c in self.checkpoints):
@@ -164,8 +189,15 @@ class FinetuneSpec:
             raise LoradynError(
                 f"reinit_head must be auto, always or never, got {self.reinit_head!r}"
             )
-        if self.per_class < 1:
-            raise LoradynError(f"per_class must be >= 1, got {self.per_class}")
+        _norm(self, epochs=as_int("finetune epochs", self.epochs, lo=1),
+              batch_size=as_int("finetune batch_size", self.batch_size, lo=1),
+              lr=as_float("finetune lr", self.lr, lo=0.0, lo_open=True),
+              weight_decay=as_float("finetune weight_decay", self.weight_decay, lo=0.0),
+              per_class=as_int("per_class", self.per_class, lo=1))
+        if self.budget_seed is not None:
+            _norm(self, budget_seed=as_int("budget_seed", self.budget_seed, lo=0))
+        if not isinstance(self.lora, LoraSpec):
+            raise LoradynError("finetune.lora must be a LoRA spec (rank, alpha, dropout, ...)")
 
 
 @dataclass(frozen=True)
@@ -191,6 +223,12 @@ class ExperimentConfig:
             if not isinstance(v, tuple | list) or not all(
                     isinstance(x, int) and not isinstance(x, bool) for x in v):
                 raise LoradynError(f"{name} must be a list of integers, got {v!r}")
+        _norm(self, seeds=as_int_tuple("seeds", self.seeds, lo=0, hi=2**63 - 1),
+              pretrain_seed=as_int("pretrain_seed", self.pretrain_seed, lo=0, hi=2**63 - 1))
+        for name, cls in (("source", DataSpec), ("target", DataSpec), ("vit", ViTSpec),
+                          ("pretrain", PretrainSpec), ("finetune", FinetuneSpec)):
+            if not isinstance(getattr(self, name), cls):
+                raise LoradynError(f"{name} must be a {cls.__name__} (a JSON object)")
         if not self.seeds:
             raise LoradynError("give at least one seed")
         if len(set(self.seeds)) != len(self.seeds):
@@ -252,6 +290,8 @@ class ExperimentConfig:
 
 
 def _build(cls: type, d: dict[str, Any]) -> Any:
+    if not isinstance(d, dict):
+        raise LoradynError(f"{cls.__name__} must be a JSON object, got {d!r}")
     names = {f.name for f in fields(cls)}
     unknown = set(d) - names
     if unknown:

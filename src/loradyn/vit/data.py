@@ -15,8 +15,10 @@ Sources and on-disk layouts under ``data_dir`` (torchvision's):
 - ``fashionmnist``: ``FashionMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte`` read by
   ``torchvision.datasets.FashionMNIST``.
 - ``cifar10``: ``cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta}`` (python
-  pickles). torchvision checks their MD5 sums, so they are read here directly (same
-  format); with ``download=True`` torchvision fetches and verifies them first.
+  pickles). They are read here directly (same format) with :func:`safe_unpickle`, which
+  never runs code from the file: it admits only the plain containers, strings, bytes,
+  numbers and numpy arrays a CIFAR batch holds. With ``download=True`` torchvision
+  fetches and verifies them first.
 - ``svhn``: ``{train,test}_32x32.mat`` (MATLAB, ``X`` of shape (32, 32, 3, N), ``y`` with
   10 for the digit 0). Read here with ``scipy.io.loadmat`` for the same reason; with
   ``download=True`` torchvision fetches and verifies them first.
@@ -24,6 +26,7 @@ Sources and on-disk layouts under ``data_dir`` (torchvision's):
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 from dataclasses import dataclass
@@ -42,6 +45,64 @@ GEOMETRY = {  # (channels, image size)
     "cifar10": (3, 32),
     "svhn": (3, 32),
 }
+
+
+# the only globals a CIFAR batch (or any pickled plain numpy array) refers to: the array
+# reconstructor, the array and dtype classes and the scalar constructor, under numpy 1.x
+# (numpy.core) and 2.x (numpy._core) names
+_SAFE_GLOBALS = frozenset(
+    (mod, name)
+    for core in ("numpy.core", "numpy._core")
+    for mod, name in (
+        (f"{core}.multiarray", "_reconstruct"),
+        (f"{core}.multiarray", "scalar"),
+        (f"{core}.numeric", "_frombuffer"),
+    )
+) | {("numpy", "ndarray"), ("numpy", "dtype"),
+     # how a Python 3 pickle of protocol < 3 spells bytes: encode(latin-1 text, "latin1")
+     ("_codecs", "encode")}
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    """An unpickler that refuses every global outside :data:`_SAFE_GLOBALS`."""
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) in _SAFE_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refused to load {module}.{name}")
+
+    def persistent_load(self, pid: object) -> object:
+        raise pickle.UnpicklingError("refused a persistent id")
+
+
+def safe_unpickle(path: str | Path, encoding: str = "latin1") -> object:
+    """Read a pickle that may hold only plain data; never execute code from it.
+
+    Admitted: ``dict``, ``list``, ``tuple``, ``set``, ``str``, ``bytes``, numbers, ``None``,
+    booleans and numpy arrays/scalars (what a CIFAR batch holds). Any other global (a
+    function, a class, ``os.system``, ...) is refused before it is looked up, so a crafted
+    file cannot run its payload.
+
+    Raises
+    ------
+    LoradynError
+        When the file refers to anything else, or is not a readable pickle.
+    """
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+        return _SafeUnpickler(io.BytesIO(data), encoding=encoding).load()
+    except pickle.UnpicklingError as exc:
+        raise LoradynError(
+            f"{p} is not a plain data pickle ({exc}): it was not loaded; replace it with the "
+            "official file"
+        ) from None
+    except (EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError,
+            OverflowError, MemoryError) as exc:
+        raise LoradynError(
+            f"{p} is not a readable data pickle ({type(exc).__name__}: {exc}); replace it "
+            "with the official file"
+        ) from None
 
 
 @dataclass
@@ -163,10 +224,23 @@ def _load_cifar10(train: bool, root: Path, download: bool) -> tuple[np.ndarray, 
         p = folder / n
         if not p.exists():
             raise _missing("cifar10", root, f"missing {p}")
-        with open(p, "rb") as f:
-            entry = pickle.load(f, encoding="latin1")
-        xs.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        ys.append(np.asarray(entry.get("labels", entry.get("fine_labels")), dtype=np.int64))
+        entry = safe_unpickle(p)
+        if not isinstance(entry, dict) or "data" not in entry or not (
+                "labels" in entry or "fine_labels" in entry):
+            raise LoradynError(
+                f"{p} is not a CIFAR batch (a dict with 'data' and 'labels'); replace it with "
+                "the official file"
+            )
+        try:
+            xs.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            ys.append(np.asarray(entry.get("labels", entry.get("fine_labels")),
+                                 dtype=np.int64).reshape(-1))
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise LoradynError(f"{p} is not a CIFAR batch ({exc}); replace it with the "
+                               "official file") from None
+        if len(ys[-1]) != len(xs[-1]):
+            raise LoradynError(f"{p} holds {len(xs[-1])} images but {len(ys[-1])} labels; "
+                               "replace it with the official file")
     if not (folder / "batches.meta").exists():
         raise _missing("cifar10", root, f"missing {folder / 'batches.meta'}")
     return np.concatenate(xs).astype(np.float32) / 255.0, np.concatenate(ys)
@@ -183,9 +257,13 @@ def _load_svhn(train: bool, root: Path, download: bool) -> tuple[np.ndarray, np.
         raise _missing("svhn", root, f"missing {p}")
     from scipy.io import loadmat
 
-    m = loadmat(str(p))
-    x = np.transpose(m["X"], (3, 2, 0, 1))  # (32, 32, 3, N) -> (N, 3, 32, 32)
-    y = m["y"].astype(np.int64).reshape(-1)
+    try:
+        m = loadmat(str(p))
+        x = np.transpose(m["X"], (3, 2, 0, 1))  # (32, 32, 3, N) -> (N, 3, 32, 32)
+        y = m["y"].astype(np.int64).reshape(-1)
+    except (OSError, ValueError, TypeError, KeyError, NotImplementedError) as exc:
+        raise LoradynError(f"{p} is not an SVHN .mat file with X and y ({exc}); replace it "
+                           "with the official file") from None
     y[y == 10] = 0
     return x.astype(np.float32) / 255.0, y
 

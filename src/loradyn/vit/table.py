@@ -32,7 +32,7 @@ def collect(out: str | Path, seeds: tuple[int, ...] | None = None,
     """The stored config and the finished fine-tune datasets keyed by (checkpoint, seed).
 
     ``seeds=None``: the stored seeds and every seed with a finished fine-tune on disk."""
-    from .train import _load_nc, finetune_path, load_run_config
+    from .train import _try_nc, finetune_path, load_run_config
 
     out = Path(out)
     cfg = load_run_config(out)
@@ -44,8 +44,12 @@ def collect(out: str | Path, seeds: tuple[int, ...] | None = None,
     for c in cfg.pretrain.checkpoints:
         for s in seeds:
             p = finetune_path(out, cfg.pretrain_seed_for(s), c, s)
-            if p.exists():
-                res[(c, s)] = _load_nc(p)
+            ds = None
+            if p.exists():  # an unreadable result is set aside and counts as unfinished
+                ds = _try_nc(p, cfg.finetune.epochs, ("test_acc",), ("source_acc",),
+                             "it counts as unfinished: rerun 'loradyn vit run'")
+            if ds is not None:
+                res[(c, s)] = ds
             else:
                 missing.append(f"ckpt {c} seed {s}")
     if missing and not allow_missing:

@@ -11,7 +11,12 @@ Run directory layout (every file is written atomically: temp file, then ``os.rep
     DIR/table.csv, DIR/figure.png                 Table-1 and Fig. 10-12 style outputs
 
 A killed run loses at most the epoch in progress: rerunning skips finished pre-trainings
-and fine-tunes and continues unfinished ones from their last completed epoch. Each epoch
+and fine-tunes and continues unfinished ones from their last completed epoch. A file that
+cannot be read back (truncated ``state.pt``, checkpoint, ``history.nc``, fine-tune result
+or ``config.json``) is moved aside to ``NAME.corrupt`` with one :class:`CorruptFileWarning`
+naming it and what is redone, and the work it held is redone: a corrupted run heals on
+rerun. Training whose loss becomes NaN or infinite stops with a :class:`DivergenceError`
+(nothing is written to the table), and an epoch without an optimizer step is an error. Each epoch
 reseeds torch's global generator and the shuffling generator from (seed, epoch), so a
 resumed run gives the same numbers as an uninterrupted one.
 """
@@ -22,6 +27,8 @@ import contextlib
 import json
 import logging
 import math
+import os
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +39,7 @@ import torch
 import torch.nn.functional as F
 import xarray as xr
 
-from ..errors import LoradynError
+from ..errors import DivergenceError, LoradynError
 from ..io import atomic_write, atomic_write_text
 from .config import ExperimentConfig
 from .data import TaskData, load_task, per_class_subset
@@ -107,6 +114,74 @@ def _load_nc(path: Path) -> xr.Dataset:
         return ds.load()
 
 
+class CorruptFileWarning(UserWarning):
+    """A run-directory file could not be read back; it was moved aside and is redone."""
+
+
+def _set_aside(path: Path, why: object, redo: str) -> None:
+    """Move a corrupt file to ``NAME.corrupt`` and warn once, naming it and what is redone."""
+    path = Path(path)
+    with contextlib.suppress(OSError):
+        os.replace(path, path.with_name(path.name + ".corrupt"))
+    reason = " ".join(str(why).split())[:160] or type(why).__name__
+    warnings.warn(f"{path} was unreadable ({reason}); moved aside to {path.name}.corrupt, "
+                  f"{redo}", CorruptFileWarning, stacklevel=3)
+
+
+# what a torch.load of a damaged file raises (truncated zip, bad pickle, short read)
+_TORCH_ERRORS = (RuntimeError, EOFError, OSError, ValueError, KeyError, TypeError,
+                 AttributeError, IndexError, ImportError, __import__("pickle").UnpicklingError)
+_NC_ERRORS = (OSError, ValueError, RuntimeError, KeyError, TypeError, IndexError)
+
+
+def _try_torch(path: Path, keys: tuple[str, ...], map_location: Any, redo: str) -> Any | None:
+    """``torch.load(path)`` (weights only) checked to be a dict with ``keys``; a file that
+    fails is set aside (:func:`_set_aside`) and ``None`` returned."""
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+        if not isinstance(obj, dict) or any(k not in obj for k in keys):
+            raise ValueError(f"not a dict with {', '.join(keys)}")
+        return obj
+    except _TORCH_ERRORS as exc:
+        _set_aside(path, exc, redo)
+        return None
+
+
+def _try_nc(path: Path, epochs: int, variables: tuple[str, ...], attrs: tuple[str, ...],
+            redo: str) -> xr.Dataset | None:
+    """A result dataset checked to have ``variables`` over ``epochs + 1`` epochs and
+    ``attrs``; an unreadable or incomplete file is set aside and ``None`` returned."""
+    try:
+        ds = _load_nc(path)
+        missing = [v for v in variables if v not in ds.data_vars] + [
+            a for a in attrs if a not in ds.attrs]
+        if missing:
+            raise ValueError(f"lacks {', '.join(missing)}")
+        if ds.sizes.get("epoch") != epochs + 1:
+            raise ValueError(f"has {ds.sizes.get('epoch')} epochs, expected {epochs + 1}")
+        return ds
+    except _NC_ERRORS as exc:
+        _set_aside(path, exc, redo)
+        return None
+
+
+def _read_config(p: Path, heal: bool) -> ExperimentConfig | None:
+    """The stored config; ``None`` if absent. A corrupt one is set aside when ``heal``
+    (the caller rewrites it), else a one-line error."""
+    if not p.exists():
+        return None
+    try:
+        return ExperimentConfig.from_dict(json.loads(p.read_text()))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, LoradynError) as exc:
+        if not heal:
+            raise LoradynError(
+                f"{p} is unreadable ({' '.join(str(exc).split())[:160]}): rerun 'loradyn vit "
+                "run' with the experiment's --preset/--config to rewrite it"
+            ) from None
+        _set_aside(p, exc, "rewritten from the given configuration")
+        return None
+
+
 def _epoch_seed(seed: int, epoch: int, salt: int) -> int:
     return (seed * 1_000_003 + epoch * 7_919 + salt) % (2**63 - 1)
 
@@ -140,6 +215,11 @@ def _train_epoch(model, opt, x, y, batch_size: int, gen: torch.Generator,
                  label_smoothing: float = 0.0) -> float:
     model.train()
     n = len(y)
+    if n == 0 or batch_size < 1:
+        raise LoradynError(
+            f"no optimizer step would be taken ({n} training examples, batch size "
+            f"{batch_size}): give a positive batch_size and a non-empty training set"
+        )
     perm = torch.randperm(n, generator=gen).to(x.device)
     total = torch.zeros((), device=device)
     for i in range(0, n, batch_size):
@@ -155,7 +235,13 @@ def _train_epoch(model, opt, x, y, batch_size: int, gen: torch.Generator,
         if sched is not None:
             sched.step()
         total += loss.detach() * len(idx)  # no per-step host sync
-    return float(total) / n
+    mean = float(total) / n
+    if not math.isfinite(mean):
+        raise DivergenceError(
+            f"training diverged: the loss became {mean} (learning rate "
+            f"{opt.param_groups[0]['lr']:g}); lower lr. Nothing was written for this run"
+        )
+    return mean
 
 
 def _cosine(step: int, total: int, warmup: int, min_ratio: float) -> float:
@@ -199,16 +285,17 @@ def finetune_path(out: Path, pseed: int, epoch: int, seed: int) -> Path:
 def load_run_config(out: str | Path) -> ExperimentConfig:
     """The experiment stored in ``out/config.json``."""
     p = Path(out) / "config.json"
-    if not p.exists():
+    cfg = _read_config(p, heal=False)
+    if cfg is None:
         raise LoradynError(f"{p} not found; run 'loradyn vit run' or 'vit pretrain' first")
-    return ExperimentConfig.from_dict(json.loads(p.read_text()))
+    return cfg
 
 
 def check_run_dir(cfg: ExperimentConfig, out: str | Path) -> None:
     """Raise a user error if ``out`` holds a run of another configuration."""
     p = Path(out) / "config.json"
-    if p.exists():
-        old = ExperimentConfig.from_dict(json.loads(p.read_text()))
+    old = _read_config(p, heal=True)
+    if old is not None:
         if old.work_key() != cfg.work_key():
             raise LoradynError(
                 f"{out} holds a run of another configuration ({old.name}, scale {old.scale}); "
@@ -229,8 +316,10 @@ def prepare_run_dir(cfg: ExperimentConfig, out: str | Path) -> ExperimentConfig:
         raise LoradynError(f"cannot create the run directory {out}: {exc.strerror or exc}; "
                            "choose another --out") from None
     p = out / "config.json"
-    if p.exists():
-        old = ExperimentConfig.from_dict(json.loads(p.read_text()))
+    if p.is_dir():
+        raise LoradynError(f"{p} is a directory: use another --out directory")
+    old = _read_config(p, heal=True)
+    if old is not None:
         if old.work_key() != cfg.work_key():
             raise LoradynError(
                 f"{out} holds a run of another configuration ({old.name}, scale {old.scale}); "
@@ -275,8 +364,10 @@ def pretrain(
     hist_path = d / "history.nc"
     counter = _counter or _Counter(pt.epochs, progress)
     if hist_path.exists() and all(checkpoint_path(out, pseed, e).exists() for e in pt.checkpoints):
-        counter.add(pt.epochs, f"pretrain seed {pseed}: done")
-        return _load_nc(hist_path)
+        done = _pretrain_done(out, pseed, pt.epochs, pt.checkpoints)
+        if done is not None:
+            counter.add(pt.epochs, f"pretrain seed {pseed}: done")
+            return done
     d.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device)
     amp = (dev.type == "cuda") if amp is None else amp
@@ -294,14 +385,28 @@ def pretrain(
     state_path = d / "state.pt"
     hist: dict[str, list[float]] = {"test_acc": [], "test_loss": [], "train_loss": [], "lr": []}
     start = 0
+    st = None
     if state_path.exists():
-        st = torch.load(state_path, map_location=dev, weights_only=True)
-        model.load_state_dict(st["model"])
-        opt.load_state_dict(st["opt"])
-        sched.load_state_dict(st["sched"])
-        hist = {k: list(v) for k, v in st["hist"].items()}
-        start = int(st["epoch"])
-        counter.add(start, f"pretrain seed {pseed}: resumed after epoch {start}")
+        st = _try_torch(state_path, ("model", "opt", "sched", "hist", "epoch"), dev,
+                        f"pre-training seed {pseed} restarts from epoch 0")
+    if st is not None:
+        try:
+            model.load_state_dict(st["model"])
+            opt.load_state_dict(st["opt"])
+            sched.load_state_dict(st["sched"])
+            hist = {k: list(v) for k, v in st["hist"].items()}
+            start = int(st["epoch"])
+        except _TORCH_ERRORS as exc:  # a state of another shape: start over
+            _set_aside(state_path, exc, f"pre-training seed {pseed} restarts from epoch 0")
+            torch.manual_seed(pseed)
+            model = build_vit(cfg.vit, src.num_classes).to(dev)
+            opt = torch.optim.AdamW(model.parameters(), lr=pt.lr, weight_decay=pt.weight_decay)
+            sched = torch.optim.lr_scheduler.LambdaLR(
+                opt, lambda s: _cosine(s, total, warm, pt.min_lr_ratio)
+            )
+            start = 0
+        if start:
+            counter.add(start, f"pretrain seed {pseed}: resumed after epoch {start}")
     x_tr = src.x_train.to(dev)
     y_tr = src.y_train.to(dev)
     if start == 0:
@@ -335,6 +440,23 @@ def pretrain(
     _atomic_netcdf(ds, hist_path)
     state_path.unlink(missing_ok=True)
     return ds
+
+
+def _pretrain_done(out: Path, pseed: int, epochs: int,
+                   checkpoints: tuple[int, ...]) -> xr.Dataset | None:
+    """The finished pre-training's history if it and every checkpoint read back, else
+    ``None`` (the unreadable files set aside: the pre-training is redone)."""
+    redo = f"pre-training seed {pseed} is redone"
+    hist = _try_nc(pretrain_dir(out, pseed) / "history.nc", epochs,
+                   ("test_acc", "test_loss", "train_loss", "lr"), ("pretrain_seed",), redo)
+    bad = [e for e in checkpoints if _try_torch(
+        checkpoint_path(out, pseed, e), ("model", "source_acc", "source_loss"), "cpu",
+        redo) is None]
+    if hist is None or bad:
+        if hist is not None:  # redone anyway: the history is rewritten with the checkpoints
+            (pretrain_dir(out, pseed) / "history.nc").unlink(missing_ok=True)
+        return None
+    return hist
 
 
 def _save_checkpoint(model, out: Path, pseed: int, epoch: int, acc: float, loss: float) -> None:
@@ -398,8 +520,11 @@ def finetune(
     counter = _counter or _Counter(ft.epochs, progress)
     tag = f"finetune ckpt {checkpoint} seed {seed}"
     if path.exists():
-        counter.add(ft.epochs, f"{tag}: done")
-        return _load_nc(path)
+        done = _try_nc(path, ft.epochs, ("test_acc", "test_loss", "train_loss"),
+                       ("source_acc", "checkpoint", "seed"), f"{tag} is redone")
+        if done is not None:
+            counter.add(ft.epochs, f"{tag}: done")
+            return done
     ck_path = checkpoint_path(out, pseed, checkpoint)
     if not ck_path.exists():
         raise LoradynError(
@@ -410,7 +535,14 @@ def finetune(
     amp = (dev.type == "cuda") if amp is None else amp
     tgt = target or load_task(cfg.target, data_dir, download)
     check_geometry(cfg.vit, tgt.channels, tgt.image_size, "target")
-    ck = torch.load(ck_path, map_location="cpu", weights_only=True)
+    ck = _try_torch(ck_path, ("model", "source_acc", "source_loss"), "cpu",
+                    "rerun 'loradyn vit run' or 'vit pretrain' to redo it")
+    if ck is None:
+        (pretrain_dir(out, pseed) / "history.nc").unlink(missing_ok=True)  # not finished now
+        raise LoradynError(
+            f"{ck_path} was unreadable and is set aside: rerun 'loradyn vit run' or "
+            f"'vit pretrain' (pre-training seed {pseed}) to redo it"
+        )
     n_src = ck["model"]["head.weight"].shape[0]
     reinit = head_reinitialized(cfg)
     if not reinit and n_src != tgt.num_classes:
@@ -436,14 +568,27 @@ def finetune(
 
     state_path = path.with_name(path.stem + ".state.pt")
     start = 0
+    st = None
     if state_path.exists():
-        st = torch.load(state_path, map_location=dev, weights_only=True)
-        model.load_state_dict(st["trainable"], strict=False)
-        opt.load_state_dict(st["opt"])
-        hist = {k: list(v) for k, v in st["hist"].items()}
-        start = int(st["epoch"])
-        counter.add(start, f"{tag}: resumed after epoch {start}")
-    else:
+        st = _try_torch(state_path, ("trainable", "opt", "hist", "epoch"), dev,
+                        f"{tag} restarts from epoch 0")
+        if st is not None:
+            try:
+                opt_state = st["opt"]
+                hist = {k: list(v) for k, v in st["hist"].items()}
+                start = int(st["epoch"])
+                bad = model.load_state_dict(st["trainable"], strict=False).unexpected_keys
+                if bad:
+                    raise KeyError(f"unknown parameters {bad[:2]}")
+                opt.load_state_dict(opt_state)
+            except _TORCH_ERRORS as exc:
+                _set_aside(state_path, exc, f"{tag} restarts from epoch 0")
+                raise LoradynError(
+                    f"{state_path} did not fit the model and was set aside: rerun to redo "
+                    f"{tag}"
+                ) from None
+            counter.add(start, f"{tag}: resumed after epoch {start}")
+    if st is None:
         acc, loss = evaluate(model, tgt.x_test, tgt.y_test, dev, amp)
         hist = {"test_acc": [acc], "test_loss": [loss], "train_loss": [float("nan")]}
     names = {id(p): n for n, p in model.named_parameters()}

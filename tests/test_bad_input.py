@@ -1,0 +1,364 @@
+"""Bad input and faults (issue 12): every usage error and bad value is one ``error:`` line
+with exit 2, no code runs from a data file, a corrupted ViT run heals on rerun with one
+warning line, diverged runs are flagged, nothing is overwritten by surprise.
+
+A representative case of each kind runs through the real CLI in a subprocess
+(``python -m loradyn``); the systematic cases of scripts/bad_input_tour.py (every option
+of the fast commands: missing, empty, wrong type, NaN, inf, negative, zero, huge, bad
+paths) run in-process through :func:`loradyn.cli.main`. Budget: about a minute on 2 cores.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import loradyn
+from loradyn.cli import main
+from loradyn.errors import LoradynError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "loradyn", *args], capture_output=True,
+                          text=True, timeout=timeout, env=env, cwd=cwd)
+
+
+def _one_error_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error:"), err
+    return lines[0]
+
+
+def _run(argv: list[str], capsys) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    cap = capsys.readouterr()
+    return exc.value.code, cap.out, cap.err
+
+
+# --------------------------------------------------------------------------- real CLI
+
+
+def test_usage_errors_version_and_help_through_the_real_cli():
+    """Missing option, unknown option, bad type, unknown command: exit 2, one line each;
+    ``--version`` and a bare command: exit 0. One subprocess runs all of them through
+    ``loradyn.cli.main`` as the console script does (each in a fresh ``sys.exit``)."""
+    cases = {
+        "missing": ["tau", "--mu", "0.5"],
+        "unknown option": ["tau", "-t", "erf", "--mu", "0.5", "--nosuch", "1"],
+        "bad type": ["simulate", "--teacher", "erf", "--d", "abc"],
+        "unknown command": ["nosuchcmd"],
+        "bad value": ["simulate", "--teacher", "erf", "--lr", "nan"],
+        "version": ["--version"],
+        "bare": [],
+        "bare group": ["sweep"],
+    }
+    code = (
+        "import contextlib, io, json, sys\n"
+        "from loradyn.cli import main\n"
+        "res = {}\n"
+        f"for name, argv in {cases!r}.items():\n"
+        "    out, err = io.StringIO(), io.StringIO()\n"
+        "    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):\n"
+        "        try:\n"
+        "            main(argv)\n"
+        "            rc = None\n"
+        "        except SystemExit as e:\n"
+        "            rc = e.code\n"
+        "    res[name] = [rc, out.getvalue(), err.getvalue()]\n"
+        "print(json.dumps(res))\n"
+    )
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(proc.stdout)
+    for name in ("missing", "unknown option", "bad type", "unknown command", "bad value"):
+        rc, _, err = res[name]
+        assert rc == 2, (name, err)
+        _one_error_line(err)
+    assert "--teacher" in res["missing"][2] and "--nosuch" in res["unknown option"][2]
+    assert "nosuchcmd" in res["unknown command"][2] and "--d" in res["bad type"][2]
+    rc, out, err = res["version"]
+    assert rc == 0 and out.strip() == f"loradyn {loradyn.__version__}" and not err
+    for name in ("bare", "bare group"):
+        rc, out, err = res[name]
+        assert rc == 0 and "Usage" in out and "Traceback" not in err, (name, out, err)
+    assert "run" in res["bare group"][1] and "collect" in res["bare group"][1]
+
+
+def test_console_entry_point_missing_option_and_version():
+    """The same through ``python -m loradyn`` itself (a fresh interpreter per call)."""
+    res = _cli("tau", "--mu", "0.5")
+    assert res.returncode == 2
+    assert "--teacher" in _one_error_line(res.stderr)
+    res = _cli("--version")
+    assert res.returncode == 0 and res.stdout.strip() == f"loradyn {loradyn.__version__}"
+
+
+def test_cli_module_does_not_import_click():
+    """typer >= 0.29 bundles click; loradyn must not need the separate package."""
+    src = (ROOT / "src" / "loradyn" / "cli" / "__init__.py").read_text()
+    assert "import click" not in src
+
+
+# --------------------------------------------------------------------------- pickles
+
+
+class _Payload:
+    """Unpickling this runs ``os.system`` (the attack of issue 12, point 2)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _cifar_dir(root: Path, first: object) -> Path:
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    x = np.zeros((2, 3 * 32 * 32), dtype=np.uint8)
+    for i, name in enumerate([f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]):
+        obj = first if i == 0 else {"data": x, "labels": [0, 1]}
+        with open(folder / name, "wb") as f:
+            pickle.dump(obj, f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [f"c{k}" for k in range(10)]}, f)
+    return folder
+
+
+def test_malicious_cifar_pickle_is_refused_and_never_runs(tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("timm")
+    pytest.importorskip("peft")
+    marker = tmp_path / "PWNED"
+    data = tmp_path / "data"
+    _cifar_dir(data, {"data": _Payload(marker), "labels": [0]})
+    res = _cli("vit", "run", "--preset", "cifar10-svhn", "--scale", "smoke", "--out",
+               str(tmp_path / "run"), "--data-dir", str(data), "--device", "cpu",
+               "--threads", "1")
+    assert res.returncode == 2, res.stderr
+    line = _one_error_line(res.stderr)
+    assert "data_batch_1" in line and "system" in line
+    assert not marker.exists()  # the payload never ran
+
+
+def test_safe_unpickle_reads_plain_batches_and_refuses_globals(tmp_path):
+    from loradyn.vit.data import safe_unpickle
+
+    ok = tmp_path / "ok"
+    arr = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    for proto in (2, 4, 5):
+        ok.write_bytes(pickle.dumps({"data": arr, b"k": [1, 2.5, None, (True,)],
+                                     "n": np.int64(3)}, protocol=proto))
+        back = safe_unpickle(ok)
+        np.testing.assert_array_equal(back["data"], arr)
+        assert back[b"k"] == [1, 2.5, None, (True,)] and back["n"] == 3
+    bad = tmp_path / "bad"
+    for obj in (_Payload(tmp_path / "x"), print, Path("x"), {"f": eval}):
+        bad.write_bytes(pickle.dumps(obj))
+        with pytest.raises(LoradynError, match="not a plain data pickle"):
+            safe_unpickle(bad)
+    assert not (tmp_path / "x").exists()
+    bad.write_bytes(b"\x80\x04garbage")
+    with pytest.raises(LoradynError, match="not a (plain|readable) data pickle"):
+        safe_unpickle(bad)
+
+
+# --------------------------------------------------------------------------- ViT run dir
+
+
+@pytest.fixture(scope="module")
+def vit_run(tmp_path_factory):
+    """One finished smoke run of the digits preset (made in-process, ~5 s)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("timm")
+    pytest.importorskip("peft")
+    pytest.importorskip("sklearn")
+    out = tmp_path_factory.mktemp("vit") / "run"
+    with pytest.raises(SystemExit) as exc:
+        main(["vit", "run", "--scale", "smoke", "--out", str(out), "--device", "cpu",
+              "--threads", "1", "--no-amp"])
+    assert exc.value.code == 0
+    return out
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _truncate(path: Path, size: int = 40) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[:size])
+
+
+def test_corrupt_checkpoint_heals_on_rerun_through_the_cli(vit_run, tmp_path):
+    out = _copy(vit_run, tmp_path / "run")
+    ck = out / "pretrain" / "seed0" / "ckpt_001.pt"
+    _truncate(ck)
+    table = (vit_run / "table.csv").read_text()
+    res = _cli("vit", "run", "--scale", "smoke", "--out", str(out), "--device", "cpu",
+               "--threads", "1", "--no-amp")
+    assert res.returncode == 0, res.stderr
+    warn = [ln for ln in res.stderr.splitlines() if ln.startswith("warning:")]
+    assert len(warn) == 1 and "ckpt_001.pt" in warn[0] and "redone" in warn[0], res.stderr
+    assert "Traceback" not in res.stderr
+    assert (out / "pretrain" / "seed0" / "ckpt_001.pt.corrupt").exists()
+    assert (out / "table.csv").read_text() == table  # redone bit for bit
+
+
+@pytest.mark.parametrize("name", ["config.json", "pretrain/seed0/history.nc",
+                                  "finetune/p0_ckpt002_seed0.nc", "state"])
+def test_corrupt_run_files_heal_on_rerun(vit_run, tmp_path, capsys, name):
+    out = _copy(vit_run, tmp_path / "run")
+    if name == "state":  # an interrupted fine-tune whose resume state was damaged
+        (out / "finetune" / "p0_ckpt001_seed0.nc").unlink()
+        (out / "finetune" / "p0_ckpt001_seed0.state.pt").write_bytes(b"PK\x03\x04trunc")
+        name = "finetune/p0_ckpt001_seed0.state.pt"
+    else:
+        _truncate(out / name)
+    code, _, err = _run(["vit", "run", "--scale", "smoke", "--out", str(out), "--device",
+                         "cpu", "--threads", "1", "--no-amp"], capsys)
+    assert code == 0, err
+    warn = [ln for ln in err.splitlines() if ln.startswith("warning:")]
+    assert len(warn) == 1 and Path(name).name in warn[0], err
+    assert (out / (name + ".corrupt")).exists()
+    assert (out / "table.csv").read_text() == (vit_run / "table.csv").read_text()
+
+
+def test_vit_diverging_or_empty_training_is_an_error(vit_run, tmp_path, capsys):
+    from loradyn.vit.presets import get_preset
+
+    cfg = get_preset("digits-shifted", "smoke").to_dict()
+    cfg["finetune"]["lr"] = 1e10
+    cfg["pretrain"]["lr"] = 1e10
+    path = tmp_path / "diverge.json"
+    path.write_text(json.dumps(cfg))
+    code, _, err = _run(["vit", "run", "--config", str(path), "--out", str(tmp_path / "d"),
+                         "--device", "cpu", "--threads", "1", "--no-amp"], capsys)
+    assert code == 2 and "diverged" in _one_error_line(err)
+    assert not (tmp_path / "d" / "table.csv").exists()
+    for field, value in (("batch_size", -5), ("lr", float("nan")), ("epochs", 2.5)):
+        bad = get_preset("digits-shifted", "smoke").to_dict()
+        bad["finetune"][field] = value
+        path.write_text(json.dumps(bad))
+        code, _, err = _run(["vit", "run", "--config", str(path), "--out",
+                             str(tmp_path / "e"), "--device", "cpu"], capsys)
+        assert code == 2 and field in _one_error_line(err), (field, err)
+
+
+# --------------------------------------------------------------------------- values
+
+
+def test_simulate_divergence_is_flagged_through_the_cli():
+    res = _cli("simulate", "--teacher", "linear", "--lr", "1e6", "--steps", "50", "--d", "100",
+               "--batch", "10", "--seeds", "2")
+    assert res.returncode == 2 and "diverged" in _one_error_line(res.stderr)
+
+
+@pytest.mark.parametrize("argv", [
+    ["simulate", "--teacher", "erf", "--engine", "ode", "--lr", "1e6", "--steps", "1000",
+     "--format", "json"],
+    ["twolayer", "simulate", "--engine", "ode", "--lr", "1e300", "--steps", "100"],
+])
+def test_ode_engines_do_not_hang_on_huge_learning_rates(argv, capsys):
+    import time
+
+    t0 = time.perf_counter()
+    code, out, err = _run(argv, capsys)
+    assert time.perf_counter() - t0 < 20
+    if argv[0] == "twolayer":  # blows up at once, reported as the SGD engines do
+        assert code == 2 and "diverged" in _one_error_line(err)
+    else:  # stiff, not divergent: the ODE settles on a fixed point, far from escape
+        assert code == 0, err
+        run = json.loads(out)["runs"][0]
+        assert run["escape_steps"] == [None] or run["escape_steps"] == [-1]
+
+
+def test_python_api_type_errors_are_loradyn_errors():
+    from loradyn import RunConfig, register_activation, tau
+    from loradyn.vit.config import ExperimentConfig
+
+    calls = [
+        lambda: tau("erf", "abc"),
+        lambda: RunConfig.from_dict(None),
+        lambda: RunConfig.from_json(None),
+        lambda: register_activation(None, np.tanh, np.tanh),
+        lambda: register_activation("fresh_name", None, np.tanh),
+        lambda: RunConfig(lr="0.2"),
+        lambda: RunConfig(d="1000"),
+        lambda: RunConfig(u0="1"),
+        lambda: RunConfig(threshold=True),
+        lambda: RunConfig(student=""),
+        lambda: RunConfig(label=""),
+        lambda: loradyn.flow(None, 1.0, 0.1, 0.5),
+        lambda: loradyn.exit_time(1.0, "a"),
+        lambda: ExperimentConfig.from_dict(None),
+        lambda: ExperimentConfig.from_dict({"source": []}),
+    ]
+    for call in calls:
+        with pytest.raises(LoradynError):
+            call()
+
+
+# --------------------------------------------------------------------------- systematic
+
+
+def _tour():
+    spec = importlib.util.spec_from_file_location("bad_input_tour",
+                                                  ROOT / "scripts" / "bad_input_tour.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["bad_input_tour"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_systematic_bad_values_of_every_fast_option_are_clean(tmp_path, capsys):
+    """Every option of tau, singularities, hermite, simulate and twolayer tau/simulate,
+    tried missing, empty, of the wrong type, NaN, inf, negative, zero, huge and as a bad
+    path: each ends clean (see scripts/bad_input_tour.py for the rule)."""
+    tour = _tour()
+    todo = [c for c in tour.cases(tmp_path, fast=True)
+            if "1e300" not in c.label and "1000000000000" not in c.label]  # slow legit runs
+    assert len(todo) >= 100
+    bad = []
+    for case in todo:
+        case.limit = 60.0
+        o = tour.run_case(case)
+        if not o.clean:
+            bad.append(f"{case.label}: {o.why()}")
+    assert not bad, "\n".join(bad)
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def test_outputs_are_checked_before_the_run(tmp_path, capsys):
+    sim = ["simulate", "--teacher", "linear", "--d", "50", "--batch", "10", "--steps", "20"]
+    same = str(tmp_path / "x.png")
+    for extra, word in (
+        (["--out", same, "--plot", same], "same file"),
+        (["--out", ""], "empty"),
+        (["--out", str(tmp_path)], "directory"),
+        (["--plot", str(tmp_path / "p.xyz")], ".xyz"),
+        (["--out", str(tmp_path / "no" / "y.nc")], "folder"),
+    ):
+        code, out, err = _run(sim + extra, capsys)
+        assert code == 2 and word in _one_error_line(err), (extra, err)
+        assert not out and not Path(same).exists()
