@@ -291,6 +291,93 @@ def test_torch_backend_cpu_agrees_in_law():
     assert p > ALPHA
 
 
+_F32_REFS: dict[str, tuple[RunConfig, np.ndarray, np.ndarray]] = {}
+
+
+def _f32_refs(teacher: str) -> tuple[RunConfig, np.ndarray, np.ndarray]:
+    """Config and escape steps of the reduced and the dense float64 (numpy) engines."""
+    if teacher not in _F32_REFS:
+        mu = {"linear": 0.5, "erf": 0.2}[teacher]
+        cfg = RunConfig(teacher=teacher, mu=mu, d=100, batch=20, lr=0.2, steps=200, seeds=64,
+                        record_every=200)
+        red = _escapes(simulate(cfg, engine="reduced"), cfg.steps)
+        f64 = _escapes(simulate(cfg, engine="dense"), cfg.steps)
+        _F32_REFS[teacher] = (cfg, red, f64)
+    return _F32_REFS[teacher]
+
+
+@pytest.mark.parametrize("backend", ["torch", "numpy"])
+@pytest.mark.parametrize("teacher", ["linear", "erf"])
+def test_float32_agrees_in_law_with_float64_and_reduced(teacher, backend):
+    """Dense float32 escape steps vs dense float64 and vs reduced (KS, 64 seeds each)."""
+    if backend == "torch":
+        pytest.importorskip("torch")
+    cfg, red, f64 = _f32_refs(teacher)
+    ds = simulate(cfg.replace(dtype="float32", backend=backend, device="cpu"), engine="dense")
+    assert ds.attrs["backend"] == ("torch:cpu" if backend == "torch" else "numpy")
+    assert RunConfig.from_json(ds.attrs["config"]).dtype == "float32"
+    for name in ("u", "m", "mse"):  # recorded in float64
+        assert ds[name].dtype == np.float64
+    f32 = _escapes(ds, cfg.steps)
+    assert (f32 <= cfg.steps).mean() > 0.8 and (f64 <= cfg.steps).mean() > 0.8
+    p64, pred = ks_2samp(f32, f64).pvalue, ks_2samp(f32, red).pvalue
+    print(f"KS {teacher} {backend} float32 vs float64: p = {p64:.3f}, vs reduced: p = {pred:.3f}")
+    assert p64 > ALPHA and pred > ALPHA
+
+
+@pytest.mark.parametrize("dtype, tol", [("float64", 1e-12), ("float32", 1e-5)])
+@pytest.mark.parametrize(
+    "kw",
+    [dict(teacher="erf"), dict(teacher="erf", pretraining="misaligned"),
+     dict(teacher="relu", update="renormalized", teacher_direction="random"),
+     dict(teacher="he3", student="erf", label="square", lr=0.02, switch_label="identity",
+          switch_m=0.3)],
+    ids=["erf", "misaligned", "relu-renormalized-random", "he3-square-two-stage"],
+)
+def test_torch_device_step_matches_host_step(kw, dtype, tol, monkeypatch):
+    """The all-torch step (used on cuda) equals the numpy step given the same torch draws."""
+    pytest.importorskip("torch")
+    import loradyn.engines.dense as dense
+
+    cfg = RunConfig(**{**dict(mu=0.4, d=40, batch=8, lr=0.2, steps=120, seeds=3,
+                              record_every=7, backend="torch", device="cpu", dtype=dtype), **kw})
+    host = simulate(cfg, engine="dense")
+    monkeypatch.setattr(dense, "_TORCH_STEP_ON_CPU", True)
+    dev = simulate(cfg, engine="dense")
+    for name in ("u", "m") + (("p",) if cfg.pretraining == "misaligned" else ()):
+        np.testing.assert_allclose(dev[name].values, host[name].values, rtol=0, atol=tol)
+    np.testing.assert_array_equal(dev["escape_step"].values, host["escape_step"].values)
+    assert 0 < np.abs(host["m"].values[..., -1]).min()  # the trajectories did move
+
+
+def test_float32_refuses_steps_below_its_resolution():
+    """A step of relative size < FLOAT32_MIN_STEP is refused in float32, run in float64."""
+    from loradyn.engines.dense import FLOAT32_MIN_STEP, float32_step
+
+    cfg = RunConfig(teacher="linear", mu=0.5, d=100, batch=20, steps=3, engine="dense",
+                    dtype="float32")
+    # linear, m = 0: E[g^2] = (1 - mu)^2 + u0^2, so rho = lr u0 sqrt((d - 1) E[g^2] / B)
+    rho = cfg.lr * 0.1 * np.sqrt(99 * (0.25 + 0.01) / 20)
+    assert float32_step(cfg) == pytest.approx(rho, rel=1e-9)
+    tiny = cfg.replace(lr=0.5 * FLOAT32_MIN_STEP * cfg.lr / rho)
+    with pytest.raises(LoradynError, match="float32 cannot resolve") as info:
+        simulate(tiny)
+    assert "\n" not in str(info.value) and "float64" in str(info.value)
+    simulate(tiny.replace(dtype="float64"))  # float64 is never refused
+    simulate(tiny.replace(lr=2.0 * tiny.lr))  # just above the limit: runs
+    assert float32_step(cfg.replace(u0=0.0)) == np.inf  # nothing moves: nothing to resolve
+
+
+def test_dtype_option_validation_and_key():
+    cfg = RunConfig(engine="dense")
+    assert cfg.dtype == "float64"
+    f32 = cfg.replace(dtype="Float32")
+    assert f32.dtype == "float32" and f32.key() != cfg.key()
+    assert RunConfig.from_json(f32.to_json()) == f32
+    with pytest.raises(LoradynError, match="dtype"):
+        cfg.replace(dtype="float16")
+
+
 @pytest.mark.gpu
 def test_torch_backend_cuda_agrees_in_law():
     torch = pytest.importorskip("torch")
@@ -339,6 +426,27 @@ def test_ks_dense_vs_reduced_fig1_setting():
     p, med_r, med_d = _ks(cfg)
     print(f"KS erf Fig. 1 setting dense vs reduced: p = {p:.3f} (medians {med_r}, {med_d})")
     assert p > ALPHA
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+@pytest.mark.parametrize("teacher, mu", [("linear", 0.5), ("erf", 0.2)])
+def test_float32_fig1_setting(teacher, mu):
+    """Paper scale (d = 1000, batch 500, lr 0.2), 64 seeds: torch float32 vs numpy float64
+    and vs reduced (about 2 minutes per case on an idle core, 10+ on a loaded one)."""
+    pytest.importorskip("torch")
+    cfg = RunConfig(teacher=teacher, mu=mu, d=1000, batch=500, lr=0.2, steps=250, seeds=64,
+                    record_every=250)
+    red = _escapes(simulate(cfg, engine="reduced"), cfg.steps)
+    f64 = _escapes(simulate(cfg, engine="dense"), cfg.steps)
+    f32 = _escapes(simulate(cfg.replace(dtype="float32", backend="torch", device="cpu"),
+                            engine="dense"), cfg.steps)
+    p64, pred = ks_2samp(f32, f64).pvalue, ks_2samp(f32, red).pvalue
+    print(f"KS {teacher} Fig. 1 float32 vs float64: p = {p64:.3f}, vs reduced: p = {pred:.3f} "
+          f"(escaped {[(e <= cfg.steps).mean() for e in (f64, f32, red)]}, medians "
+          f"{[float(np.median(e)) for e in (f64, f32, red)]})")
+    assert min((e <= cfg.steps).mean() for e in (f64, f32, red)) > 0.8
+    assert p64 > ALPHA and pred > ALPHA
 
 
 def test_theory_columns_have_no_nan_when_the_start_reaches_the_threshold():

@@ -112,3 +112,40 @@ def test_cli_missing_output_folder_is_reported_before_the_run(option, tmp_path, 
     assert info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and "does not exist" in err[0]
+
+
+def test_cli_dense_torch_float32(tmp_path, capsys):
+    """``simulate --engine dense --backend torch --dtype float32`` runs and records float32."""
+    pytest.importorskip("torch")
+    import xarray as xr
+
+    from loradyn.config import RunConfig
+
+    out = tmp_path / "f32.nc"
+    with pytest.raises(SystemExit) as exc:
+        main(["simulate", "--engine", "dense", "--backend", "torch", "--device", "cpu",
+              "--dtype", "float32", "--teacher", "erf", "--mu", "0.2", "--d", "100",
+              "--batch", "20", "--steps", "150", "--seeds", "4", "--format", "json",
+              "--out", str(out)])
+    assert exc.value.code == 0
+    runs = json.loads(capsys.readouterr().out)["runs"]
+    assert len(runs[0]["escape_steps"]) == 4 and any(e is not None for e in runs[0]["escape_steps"])
+    with xr.open_dataset(out) as ds:
+        cfg = RunConfig.from_json(ds.attrs["config"])
+        assert (cfg.dtype, cfg.backend, ds.attrs["backend"]) == ("float32", "torch", "torch:cpu")
+        assert ds["m"].dtype == "float64"
+        assert ds.attrs["config_key"] == cfg.key() != cfg.replace(dtype="float64").key()
+
+
+@pytest.mark.parametrize(
+    "args, word",
+    [(["--dtype", "float16"], "dtype"),
+     (["--dtype", "float32", "--lr", "1e-7"], "float32 cannot resolve")],
+)
+def test_cli_dtype_errors(args, word, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["simulate", "--engine", "dense", "--teacher", "linear", "--d", "50",
+              "--batch", "5", "--steps", "3", *args])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and word in err[0]

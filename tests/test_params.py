@@ -19,7 +19,7 @@ SAMPLE = {
     "u0": 0.1, "m0": 0.1, "p0": 0.1, "update": "renormalized", "pretraining": "misaligned",
     "record_every": 2, "threshold": 0.4, "switch_label": "identity", "switch_step": 5,
     "switch_m": 0.3, "nodes": 20, "engine": "dense", "backend": "torch", "device": "cpu",
-    "teacher_direction": "random", "sampler": "samples",
+    "teacher_direction": "random", "sampler": "samples", "dtype": "float32",
 }
 
 
@@ -81,6 +81,9 @@ def test_hash_leaves_out_options_that_change_nothing_and_resolves_the_rest():
     assert dense.key() != base.key()
     assert dense.key() == dense.replace(device="cuda").key()
     assert dense.key() != dense.replace(teacher_direction="random").key()
+    # dtype changes the dense engine's numbers only
+    assert dense.key() != dense.replace(dtype="float32").key()
+    assert base.key() == base.replace(dtype="float32").key()
     # physics always counts
     assert base.key() != base.replace(lr=0.3).key()
 
@@ -95,7 +98,8 @@ def test_device_none_is_resolved_before_hashing():
 
 def test_physics_and_options_split_and_json_round_trip():
     cfg = RunConfig(**{k: v for k, v in SAMPLE.items() if k not in ("switch_step",)})
-    assert set(cfg.options()) == {"engine", "backend", "device", "teacher_direction", "sampler"}
+    assert set(cfg.options()) == {"engine", "backend", "device", "teacher_direction", "sampler",
+                                  "dtype"}
     assert not set(cfg.options()) & set(cfg.physics())
     assert RunConfig.from_json(cfg.to_json()) == cfg
 

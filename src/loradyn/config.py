@@ -58,6 +58,7 @@ LOSSES = ("mse", "correlation")
 LABELS = ("identity", "square")
 DIRECTIONS = ("e1", "random")
 SAMPLERS = ("auto", "samples", "gram")
+DTYPES = ("float64", "float32")
 
 
 def _choice(name: str, value: object, options: tuple[str, ...]) -> str:
@@ -234,6 +235,12 @@ class RunConfig:
         ``gram`` draws their 2x2 (3x3 misaligned) Gram matrix (Bartlett), exact in O(1)
         per step when the per-sample gradient is linear in the projections (linear
         teacher and student, identity label); ``auto`` picks ``gram`` when it applies.
+    dtype
+        Dense engine only: ``float64`` (default) or ``float32``, the precision in which the
+        samples are drawn and projected and the weights updated (``u``, the recorded
+        overlaps and losses stay float64). Hashed for the dense engine, as it changes the
+        numbers; a float32 run whose steps float32 cannot resolve is refused
+        (:func:`loradyn.engines.dense.check_float32`).
     """
 
     # ---- physics: what is computed (always hashed)
@@ -311,6 +318,9 @@ class RunConfig:
                          "linear models) or auto.", kind="str", role=EXECUTION,
                          choices=SAMPLERS, applies=lambda c: c.engine == "reduced",
                          resolve=lambda v, c: c.resolved_sampler())
+    dtype: str = param("float64", "Dense engine: float64 or float32 (samples, projections "
+                       "and w; u, overlaps and losses are recorded in float64).", kind="str",
+                       role=EXECUTION, choices=DTYPES, applies=lambda c: c.engine == "dense")
 
     def __post_init__(self) -> None:
         validate(self)

@@ -1,4 +1,4 @@
-r"""Dense one-pass SGD in dimension ``d`` (theory.md section 4), numpy or torch.
+r"""Dense one-pass SGD in dimension ``d`` (theory.md section 4), numpy or torch, float64 or float32.
 
 One step for each trajectory, with a fresh batch :math:`x_1..x_B \sim N(0, I_d)`:
 
@@ -17,30 +17,53 @@ One step for each trajectory, with a fresh batch :math:`x_1..x_B \sim N(0, I_d)`
 :math:`w^* = e_1` (and :math:`v = e_2` for misaligned pre-training) unless
 ``teacher_direction='random'``; :math:`w_0` is uniform on the sphere (or has the
 configured overlaps ``m0``/``p0``). The per-step work is one draw of :math:`B\times d`
-normals into a preallocated buffer, one batched matrix product for the projections
-:math:`X[w^*, (v,) w]` and one for :math:`G = c^\top X`: no :math:`d\times d` work.
+normals into a preallocated buffer, one batched product :math:`D X^\top` for the
+projections (``D`` holds :math:`w^*, (v,) w` as rows; this layout is about 4x faster than
+:math:`X D` in float32 with torch) and one :math:`c^\top X` for :math:`G`: no
+:math:`d\times d` work and no allocation of the size of the batch.
 
-Trajectories are processed in memory groups (at most :data:`MAX_BUFFER_FLOATS` floats of
-samples at once); each ``(mu, seed)`` has its own random stream, so grouping does not
-change results. The ``torch`` backend runs the same algorithm on ``config.device`` (cuda
-when available, else cpu) in float64, with one ``torch.Generator`` per trajectory seeded
-from the same stream; its numbers differ from numpy's (same law, not the same draws).
+``config.dtype`` (``float64`` default, ``float32``) is the precision of the samples, the
+projections, the activations and the weights ``w``. The scalars ``u``, the sums
+:math:`\sum_i g_i z_i` and :math:`|w - \eta P_w G|^2`, and the recorded overlaps are kept in
+float64 (the overlaps are float64 dot products of the stored weights). Float32 is exact
+enough while a step moves ``w`` by much more than float32's resolution; see
+:func:`float32_step` and :func:`check_float32`.
+
+Trajectories are processed in memory groups (at most :data:`MAX_BUFFER_FLOATS` sample
+numbers at once); each ``(mu, seed)`` has its own random stream, so grouping does not
+change results. The ``torch`` backend draws with one ``torch.Generator`` per trajectory
+seeded from the same stream scheme (same law as numpy, not the same numbers). On the CPU
+the torch draw fills a numpy array that shares its memory and the step itself is the
+numpy code below (numpy's dispatch costs a few microseconds less per small operation than
+torch's); on another device (cuda) the whole step runs in torch.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
 
 from ..config import RunConfig
+from ..errors import LoradynError
 from ._common import STREAM_DENSE, Labels, Schedule, seed_sequence, tick, trajectory_rngs
 from ._layout import EngineOutput, GroupCollector, StepTracker
 
 Array = np.ndarray
+#: ``make_draw(X)`` returns a function that refills the sample buffer ``X`` in place.
+MakeDraw = Callable[[Array], Callable[[], None]]
 
-#: Largest sample buffer (floats) held at once; trajectories are grouped to fit.
+#: Largest sample buffer (numbers) held at once; trajectories are grouped to fit.
 MAX_BUFFER_FLOATS = 1 << 23
+
+#: float32 rounds each weight to a relative :math:`2^{-24}`. The smallest relative step
+#: of ``w`` (:func:`float32_step`) that float32 runs accept: at this size the rounding adds
+#: noise of about 2% of the SGD step per coordinate (4e-4 in variance).
+FLOAT32_MIN_STEP = 1e-6
+
+#: Run the whole torch step in torch on the CPU too (tests of the device code path).
+_TORCH_STEP_ON_CPU = False
 
 
 def _directions(
@@ -74,10 +97,67 @@ def _directions(
     return ws, (v if mis else None), w
 
 
+def _initial_rows(config: RunConfig, rngs: list[np.random.Generator], mis: bool) -> Array:
+    """``D[t] = [w*, (v,) w0]`` as rows, float64, shape ``(n, k, d)`` (``k = 2`` or 3)."""
+    k = 3 if mis else 2
+    D = np.empty((len(rngs), k, config.d))
+    for t, g in enumerate(rngs):
+        ws, v, w = _directions(config, g, mis)
+        D[t, 0] = ws
+        if mis:
+            D[t, 1] = v
+        D[t, k - 1] = w
+    return D
+
+
+def float32_step(config: RunConfig) -> float:
+    r"""Relative size of the first update of ``w``, smallest over ``mu``.
+
+    .. math::
+
+        \rho = \eta\,|u_0|\,\sqrt{(d - 1)\,E[g^2] / B},
+
+    the root-mean-square of :math:`\eta|P_w G|` at the start (the sample noise of
+    :math:`G = \frac{u}{B}\sum_i g_i x_i` in the :math:`d - 1` directions orthogonal to
+    ``w``), with :math:`E[g^2]` the population value at :math:`(u_0, m_0)` (``m0`` or 0).
+    Each coordinate of ``w`` moves by about :math:`\rho` times its size, and float32
+    rounds it to a relative :math:`2^{-24} \approx 6\times 10^{-8}`. With the default
+    :math:`u_0 = 1/\sqrt d`, :math:`\rho = \eta\sqrt{E[g^2]/B}` does not depend on ``d``.
+    Returns ``inf`` when nothing moves at the start (:math:`u_0 = 0` or :math:`E[g^2] = 0`).
+    """
+    from ..population import population
+
+    mis = config.pretraining == "misaligned"
+    m0 = 0.0 if config.m0 is None else float(config.m0)
+    p0 = (0.0 if config.p0 is None else float(config.p0)) if mis else None
+    h = population(config.problem(config.label), float(config.u0), m0, config.mus, p=p0).h
+    h = float(np.min(h))
+    rho = config.lr * abs(float(config.u0)) * math.sqrt((config.d - 1) * max(h, 0.0) / config.batch)
+    return rho if rho > 0 else math.inf
+
+
+def check_float32(config: RunConfig) -> None:
+    """Refuse a float32 run whose steps float32 cannot resolve (one-line ``LoradynError``).
+
+    The criterion is :func:`float32_step` ``>=`` :data:`FLOAT32_MIN_STEP`: below it the
+    rounding of ``w`` is no longer small against the SGD step (below about
+    :math:`6\times 10^{-8}` the update is rounded away and ``w`` stops moving).
+    """
+    rho = float32_step(config)
+    if rho < FLOAT32_MIN_STEP:
+        raise LoradynError(
+            f"dtype float32 cannot resolve this run: a step moves w by a relative {rho:.1e} "
+            f"(lr |u0| sqrt(d E[g^2] / batch)), below {FLOAT32_MIN_STEP:g} where float32 "
+            "rounding (6e-8) stops being negligible: use dtype float64"
+        )
+
+
 def run_dense(
     config: RunConfig, progress: Callable[[float, str], None] | None = None
 ) -> EngineOutput:
-    """Run the dense engine (numpy or torch backend) on every ``(mu, seed)``."""
+    """Run the dense engine (numpy or torch backend, float64 or float32) on every ``(mu, seed)``."""
+    if config.dtype == "float32":
+        check_float32(config)
     mis = config.pretraining == "misaligned"
     rngs = trajectory_rngs(config, STREAM_DENSE)
     n_mu, n_seed = config.mus.size, config.seeds
@@ -86,73 +166,119 @@ def run_dense(
     seeds_flat = np.tile(config.seed_list, n_mu)
     group = int(max(1, MAX_BUFFER_FLOATS // (config.batch * config.d)))
     out = GroupCollector(config, mis)
-    backend = config.backend
     label = "numpy"
+    dev = _torch_device(config) if config.backend == "torch" else None
     for a in range(0, n, group):
         sl = slice(a, min(n, a + group))
-        if backend == "torch":
-            tr, sched, label = _group_torch(
-                config, rngs[sl], mu_flat[sl], seeds_flat[sl], progress, (a, n)
-            )
+        D0 = _initial_rows(config, rngs[sl], mis)
+        where = (a, n)
+        if dev is None:
+            tr, sched = _group_host(config, D0, mu_flat[sl], _numpy_draw(rngs[sl]), progress,
+                                    where)
         else:
-            tr, sched = _group_numpy(config, rngs[sl], mu_flat[sl], progress, (a, n))
+            gens = _torch_generators(mu_flat[sl], seeds_flat[sl], dev)
+            label = f"torch:{dev.type}"
+            if dev.type == "cpu" and not _TORCH_STEP_ON_CPU:
+                tr, sched = _group_host(config, D0, mu_flat[sl], _torch_cpu_draw(gens),
+                                        progress, where)
+            else:
+                tr, sched = _group_torch(config, D0, mu_flat[sl], gens, dev, progress, where)
         out.add(sl, tr, sched.switch_step)
     return out.output(label)
 
 
-def _group_numpy(config, rngs, mu, progress, where):
+def _numpy_draw(rngs: list[np.random.Generator]) -> MakeDraw:
+    """Refill ``X[t]`` from trajectory ``t``'s PCG64 stream (in ``X``'s dtype)."""
+
+    def make(X: Array) -> Callable[[], None]:
+        rows = [X[t] for t in range(len(rngs))]
+
+        def draw() -> None:
+            for g, row in zip(rngs, rows, strict=True):
+                g.standard_normal(dtype=X.dtype, out=row)
+
+        return draw
+
+    return make
+
+
+def _torch_cpu_draw(gens: list) -> MakeDraw:
+    """Refill ``X[t]`` with ``normal_`` of torch generator ``t``, in place (shared memory)."""
+
+    def make(X: Array) -> Callable[[], None]:
+        import torch
+
+        rows = [torch.from_numpy(X[t]) for t in range(len(gens))]
+
+        def draw() -> None:
+            for g, row in zip(gens, rows, strict=True):
+                row.normal_(generator=g)
+
+        return draw
+
+    return make
+
+
+def _group_host(config, D0, mu, make_draw, progress, where):
+    """One group of trajectories, stepped with numpy (samples drawn by ``make_draw``)."""
     mis = config.pretraining == "misaligned"
-    n, B, d, eta = len(rngs), config.batch, config.d, config.lr
+    dt = np.dtype(config.dtype)
+    n, k, d = D0.shape
+    B, eta = config.batch, config.lr
     labels = Labels(config)
     sched = Schedule(config, n)
     tr = StepTracker(config, n, mis)
-    k = 3 if mis else 2
-    # D[t] = [w*, (v,) w] as columns; the last column is the trainable direction.
-    D = np.empty((n, d, k))
-    for t, g in enumerate(rngs):
-        ws, v, w = _directions(config, g, mis)
-        D[t, :, 0] = ws
-        if mis:
-            D[t, :, 1] = v
-        D[t, :, k - 1] = w
-    W = D[:, :, k - 1]  # a view: updating W updates D
+    fixed = D0[:, : k - 1, :]  # w* (and v) in float64, for the recorded overlaps
+    D = D0.astype(dt)  # rows [w*, (v,) w]; the last row is the trainable direction
+    W = D[:, k - 1, :]  # a view: updating W updates D
+    mu_c = mu.astype(dt)[:, None]
+    nu_c = np.sqrt(np.maximum(1.0 - mu * mu, 0.0)).astype(dt)[:, None]
     u = np.full(n, float(config.u0))
-    nu = np.sqrt(np.maximum(1.0 - mu * mu, 0.0))
+    X = np.empty((n, B, d), dtype=dt)
+    XT = X.transpose(0, 2, 1)
+    proj = np.empty((n, k, B), dtype=dt)
+    G = np.empty((n, 1, d), dtype=dt)
+    Wn = np.empty((n, d), dtype=dt)
+    draw = make_draw(X)
+    spherical = config.update == "spherical"
 
     def overlaps():
-        m = np.einsum("nd,nd->n", D[:, :, 0], W)
-        p = np.einsum("nd,nd->n", D[:, :, 1], W) if mis else None
-        return m, p
+        o = np.einsum("njd,nd->nj", fixed, W.astype(np.float64, copy=False))
+        return o[:, 0], (o[:, 1] if mis else None)
 
     m, p = overlaps()
     tr.record(0, u, m, p)
-    X = np.empty((n, B, d))
-    proj = np.empty((n, B, k))
-    G = np.empty((n, 1, d))
     with np.errstate(all="ignore"):
         for s in range(config.steps):
-            for t, g in enumerate(rngs):
-                g.standard_normal(out=X[t])
+            draw()
             st2 = sched.update(s, m)
-            np.matmul(X, D, out=proj)
-            zs, z = proj[:, :, 0], proj[:, :, k - 1]
-            lam = mu[:, None] * zs + u[:, None] * z
+            np.matmul(D, XT, out=proj)
+            zs, z = proj[:, 0], proj[:, k - 1]
+            uc = u.astype(dt)[:, None]
+            lam = mu_c * zs + uc * z
             if mis:
-                lam += nu[:, None] * proj[:, :, 1]
-            gv = labels.g(lam, zs, st2)
-            c = (u / B)[:, None] * gv
+                lam += nu_c * proj[:, 1]
+            gv = np.asarray(labels.g(lam, zs, st2), dtype=dt)
+            c = gv * (uc / B)
             np.matmul(c[:, None, :], X, out=G)
             Gv = G[:, 0, :]
-            gz = np.einsum("ij,ij->i", gv, z) / B
-            if config.update == "spherical":
+            gz = np.einsum("ij,ij->i", gv, z, dtype=np.float64) / B
+            if spherical:  # Wn = W - eta (G - (G.w) w)
                 Bw = np.einsum("nd,nd->n", Gv, W)
-                Wn = W - eta * (Gv - Bw[:, None] * W)
-            else:
-                Wn = W - eta * Gv
-            N = np.sqrt(np.einsum("nd,nd->n", Wn, Wn))
+                np.multiply(W, Bw[:, None], out=Wn)
+                np.subtract(Gv, Wn, out=Wn)
+                Wn *= -eta
+                Wn += W
+            else:  # Wn = W - eta G
+                np.multiply(Gv, -eta, out=Wn)
+                Wn += W
+            N = np.sqrt(np.einsum("nd,nd->n", Wn, Wn, dtype=np.float64))
             u_new = u - eta * gz
             ok = tr.check(s + 1, [u_new, N, np.where(N > 0, 1.0, np.nan)])
-            W[ok] = Wn[ok] / N[ok, None]
+            if ok.all():
+                np.divide(Wn, N[:, None], out=W)
+            else:
+                W[ok] = Wn[ok] / N[ok, None]
             u = np.where(ok, u_new, u)
             m, p = overlaps()
             tr.record(s + 1, u, m, p)
@@ -161,100 +287,112 @@ def _group_numpy(config, rngs, mu, progress, where):
 
 
 def _torch_device(config: RunConfig):
-    import torch
-
+    try:
+        import torch
+    except ImportError as exc:  # pragma: no cover - torch is an optional dependency
+        raise LoradynError("backend='torch' needs torch: pip install loradyn[vit]") from exc
     if config.device:
         try:
             return torch.device(config.device)
         except RuntimeError as exc:
-            from ..errors import LoradynError
-
             raise LoradynError(f"device {config.device!r} is not valid: use cpu or cuda") from exc
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _group_torch(config, rngs, mu, seeds, progress, where):
-    try:
-        import torch
-    except ImportError as exc:  # pragma: no cover - torch is an optional dependency
-        from ..errors import LoradynError
+def _torch_generators(mu: Array, seeds: Array, dev) -> list:
+    """One ``torch.Generator`` per trajectory, seeded from its ``(seed, mu)`` stream."""
+    import torch
 
-        raise LoradynError("backend='torch' needs torch: pip install loradyn[vit]") from exc
-    dev = _torch_device(config)
-    mis = config.pretraining == "misaligned"
-    n, B, d, eta = len(rngs), config.batch, config.d, config.lr
-    k = 3 if mis else 2
-    labels = Labels(config)
-    sched = Schedule(config, n)
-    tr = StepTracker(config, n, mis)
-    Dn = np.empty((n, d, k))
-    for t, g in enumerate(rngs):
-        ws, v, w = _directions(config, g, mis)
-        Dn[t, :, 0] = ws
-        if mis:
-            Dn[t, :, 1] = v
-        Dn[t, :, k - 1] = w
     gens = []
-    for t in range(n):
-        ss = seed_sequence(STREAM_DENSE + 100, int(seeds[t]), float(mu[t]))
+    for m_, s_ in zip(mu, seeds, strict=True):
+        ss = seed_sequence(STREAM_DENSE + 100, int(s_), float(m_))
         gen = torch.Generator(device=dev)
         gen.manual_seed(int(ss.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1)))
         gens.append(gen)
+    return gens
+
+
+def _group_torch(config, D0, mu, gens, dev, progress, where):
+    """One group of trajectories, stepped in torch on ``dev`` (one host sync per step)."""
+    import torch
+
+    mis = config.pretraining == "misaligned"
     f64 = torch.float64
-    D = torch.tensor(Dn, dtype=f64, device=dev)
-    mu_t = torch.tensor(mu, dtype=f64, device=dev)
-    nu_t = torch.sqrt(torch.clamp(1.0 - mu_t * mu_t, min=0.0))
+    tdt = torch.float32 if config.dtype == "float32" else f64
+    n, k, d = D0.shape
+    B, eta = config.batch, config.lr
+    labels = Labels(config)
+    sched = Schedule(config, n)
+    tr = StepTracker(config, n, mis)
+    fixed = torch.as_tensor(D0[:, : k - 1, :], dtype=f64, device=dev)
+    D = torch.as_tensor(D0, device=dev).to(tdt)
+    W = D[:, k - 1, :]
+    mu64 = torch.as_tensor(mu, dtype=f64, device=dev)
+    mu_c = mu64.to(tdt)[:, None]
+    nu_c = torch.sqrt(torch.clamp(1.0 - mu64 * mu64, min=0.0)).to(tdt)[:, None]
     u = np.full(n, float(config.u0))
-    X = torch.empty((n, B, d), dtype=f64, device=dev)
-
-    def overlaps():
-        W = D[:, :, k - 1]
-        m = (D[:, :, 0] * W).sum(1).cpu().numpy()
-        p = (D[:, :, 1] * W).sum(1).cpu().numpy() if mis else None
-        return m, p
-
-    m, p = overlaps()
-    tr.record(0, u, m, p)
+    X = torch.empty((n, B, d), dtype=tdt, device=dev)
+    XT = X.transpose(1, 2)
+    proj = torch.empty((n, k, B), dtype=tdt, device=dev)
+    G = torch.empty((n, 1, d), dtype=tdt, device=dev)
+    Wn = torch.empty((n, d), dtype=tdt, device=dev)
+    rows = [X[t] for t in range(n)]
+    spherical = config.update == "spherical"
     sf, sdf = _torch_activation(labels)
+
+    def overlaps(V):
+        return torch.einsum("njd,nd->nj", fixed, V.to(f64))
+
+    o = overlaps(W).cpu().numpy()
+    m, p = o[:, 0], (o[:, 1] if mis else None)
+    tr.record(0, u, m, p)
     with np.errstate(all="ignore"), torch.no_grad():
         for s in range(config.steps):
-            for t in range(n):
-                torch.randn((B, d), generator=gens[t], dtype=f64, device=dev, out=X[t])
+            for g, row in zip(gens, rows, strict=True):
+                row.normal_(generator=g)
             st2 = sched.update(s, m)
-            proj = torch.matmul(X, D)
-            zs, z = proj[:, :, 0], proj[:, :, k - 1]
-            ut = torch.tensor(u, dtype=f64, device=dev)
-            lam = mu_t[:, None] * zs + ut[:, None] * z
+            torch.bmm(D, XT, out=proj)
+            zs, z = proj[:, 0], proj[:, k - 1]
+            uc = torch.from_numpy(u).to(device=dev, dtype=tdt)[:, None]
+            lam = torch.addcmul(mu_c * zs, uc, z)
             if mis:
-                lam = lam + nu_t[:, None] * proj[:, :, 1]
+                lam.addcmul_(nu_c, proj[:, 1])
             if sf is not None:
                 y = _torch_labels(labels, zs, st2, dev)
-                ds = sdf(lam)
-                gv = (sf(lam) - y) * ds if labels.mse else -y * ds
+                dsg = sdf(lam)
+                gv = (sf(lam) - y) * dsg if labels.mse else -y * dsg
             else:  # activation without a torch form: evaluate with numpy on the host
-                gv = torch.tensor(
-                    labels.g(lam.cpu().numpy(), zs.cpu().numpy(), st2), dtype=f64, device=dev
-                )
-            c = (ut / B)[:, None] * gv
-            Gv = torch.matmul(c[:, None, :], X)[:, 0, :]
-            gz = (gv * z).sum(1) / B
-            W = D[:, :, k - 1]
-            if config.update == "spherical":
-                Bw = (Gv * W).sum(1)
-                Wn = W - eta * (Gv - Bw[:, None] * W)
-            else:
-                Wn = W - eta * Gv
-            N = torch.sqrt((Wn * Wn).sum(1))
-            u_new = u - eta * gz.cpu().numpy()
-            Nn = N.cpu().numpy()
+                gv = torch.as_tensor(
+                    labels.g(lam.cpu().numpy(), zs.cpu().numpy(), st2), device=dev
+                ).to(tdt)
+            torch.bmm((gv * (uc / B))[:, None, :], X, out=G)
+            Gv = G[:, 0, :]
+            gz = torch.einsum("ij,ij->i", gv.to(f64), z.to(f64)) / B
+            if spherical:  # Wn = W - eta (G - (G.w) w)
+                Bw = torch.einsum("nd,nd->n", Gv, W)[:, None]
+                torch.addcmul(Gv, W, Bw, value=-1.0, out=Wn)
+                Wn.mul_(-eta).add_(W)
+            else:  # Wn = W - eta G
+                torch.add(W, Gv, alpha=-eta, out=Wn)
+            N = torch.sqrt(torch.einsum("nd,nd->n", Wn.to(f64), Wn.to(f64)))
+            Wn.div_(N[:, None])
+            # one transfer per step: gz, |Wn| and the overlaps of the candidate w = Wn / |Wn|
+            host = torch.cat([gz[:, None], N[:, None], overlaps(Wn)], 1).cpu().numpy()
+            u_new = u - eta * host[:, 0]
+            Nn = host[:, 1]
             ok = tr.check(s + 1, [u_new, Nn, np.where(Nn > 0, 1.0, np.nan)])
-            okt = torch.tensor(ok, device=dev)
-            D[:, :, k - 1] = torch.where(okt[:, None], Wn / N[:, None], W)
+            if ok.all():
+                W.copy_(Wn)
+                o_new = host[:, 2:]
+            else:
+                okt = torch.as_tensor(ok, device=dev)[:, None]
+                W.copy_(torch.where(okt, Wn, W))
+                o_new = np.where(ok[:, None], host[:, 2:], np.stack([m, p] if mis else [m], 1))
             u = np.where(ok, u_new, u)
-            m, p = overlaps()
+            m, p = o_new[:, 0], (o_new[:, 1] if mis else None)
             tr.record(s + 1, u, m, p)
             tick(progress, s + 1, config.steps, where, n)
-    return tr, sched, f"torch:{dev.type}"
+    return tr, sched
 
 
 def _torch_poly(coeffs):

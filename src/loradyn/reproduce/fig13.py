@@ -20,7 +20,7 @@ CLAIM_ACTS = ("linear", "he2-norm")  # the activations of App. K's Fig. 13
 RADIUS = 0.25
 # idle 2-core seconds, calibrated from measured CPU time (scripts/calibrate_estimates.py);
 # quick raised for the erf / ReLU panels (estimated from their loaded-machine share)
-ESTIMATE = {"test": 12.0, "quick": 8.0, "paper": 1500.0}
+ESTIMATE = {"test": 12.0, "quick": 8.0, "paper": 400.0}
 DENSE_MAX_D = 2000  # the dense engine costs O(B d) per step: cap d (and B = d / 10) there
 
 

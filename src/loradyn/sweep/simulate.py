@@ -4,7 +4,7 @@ Parameters are the fields of :class:`loradyn.config.RunConfig` (``teacher``, ``s
 ``label``, ``loss``, ``mu``, ``d``, ``lr``, ``batch``, ``steps``, ``seeds``, ``seed0``,
 ``u0``, ``m0``, ``p0``, ``update``, ``pretraining``, ``record_every``, ``threshold``,
 ``backend``, ``device``, ``teacher_direction``, ``switch_label``, ``switch_step``,
-``switch_m``, ``nodes``, ``sampler``), except ``engine``, which is set once in
+``switch_m``, ``nodes``, ``sampler``, ``dtype``), except ``engine``, which is set once in
 ``[sweep]``. One alias: ``seed`` means ``seed0``; with the default ``seeds = 1`` each task
 then runs the single seed ``seed`` (``grid.seed = [0, 1, 2]`` is three tasks of one seed
 each). Give ``seed`` or ``seed0``, not both.
