@@ -57,7 +57,7 @@ def theory() -> None:
     from loradyn.twolayer.moments import joint_covariance, noise_conditional, student_fn
     from loradyn.twolayer.population import covariances, noise_matrix
 
-    steps = 100
+    steps = 30
     base = TwoLayerConfig(mu=[0.3, 0.5, 0.7], rank=2, d=10000, lr=0.1, batch=1000,
                           steps=steps, seeds=4, record_every=steps)
     t_lin = _best(lambda: run(base, "ode")) / steps
