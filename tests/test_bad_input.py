@@ -362,3 +362,178 @@ def test_outputs_are_checked_before_the_run(tmp_path, capsys):
         code, out, err = _run(sim + extra, capsys)
         assert code == 2 and word in _one_error_line(err), (extra, err)
         assert not out and not Path(same).exists()
+
+
+# --------------------------------------------------------------------------- reproduce
+
+
+def _fake_figures(monkeypatch, fail: set[str]):
+    """fig12 and fig13 replaced by instant figures (one PNG, one claim each)."""
+    from loradyn.reproduce import registry
+    from loradyn.reproduce.registry import Claim, FigureOutput, FigureSpec
+    from loradyn.reproduce.runner import discover
+
+    discover()  # import (and register) the real modules first, then replace two of them
+
+    def maker(fid):
+        def make(ctx):
+            if fid in fail:
+                raise RuntimeError(f"{fid} broke")
+            f = ctx.figures_dir / f"{fid}.png"
+            f.write_bytes(b"\x89PNG fake")
+            return FigureOutput(f"caption {fid}", [f], [], [
+                Claim(f"C-{fid}", "s", "statement", "measured", "expected", "holds")])
+        return make
+
+    for fid in ("fig12", "fig13"):
+        monkeypatch.setitem(registry._FIGURES, fid, FigureSpec(fid, f"title {fid}", maker(fid)))
+
+
+def test_partial_reproduce_rerun_merges_and_clears_stale_errors(tmp_path, monkeypatch):
+    from loradyn.reproduce.runner import reproduce
+
+    out = tmp_path / "rep"
+    _fake_figures(monkeypatch, fail={"fig13"})
+    first = reproduce(out, scale="test", only="fig12,fig13", progress=False)
+    assert [i.id for i in first.failed] == ["fig13"] and (out / "fig13.error.txt").exists()
+    _fake_figures(monkeypatch, fail=set())
+    second = reproduce(out, scale="test", only="fig13", progress=False)
+    assert (out / "fig13.error.txt").exists() is False  # stale error removed on success
+    assert {i.id for i in second.done} == {"fig12", "fig13"}  # fig12 kept from the first run
+    claims = (out / "claims.csv").read_text()
+    assert "C-fig12" in claims and "C-fig13" in claims
+    html = (out / "index.html").read_text()
+    assert "figures/fig12.png" in html and "figures/fig13.png" in html
+    # another seed is another report: nothing is carried over from it
+    third = reproduce(out, scale="test", only="fig13", progress=False, seed=5)
+    assert {i.id for i in third.done} == {"fig13"}
+
+
+@pytest.mark.parametrize("argv, word", [
+    (["reproduce", "--out", "", "--only", "fig8"], "empty"),
+    (["reproduce", "--out", "REP", "--seed", "-1"], "--seed"),
+    (["vit", "run", "--out", "", "--scale", "smoke"], "empty"),
+    (["sweep", "run", "SPEC", "--out", ""], "empty"),
+])
+def test_empty_out_and_bad_seed_are_refused_before_any_work(argv, word, tmp_path, capsys,
+                                                            monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "SPEC").write_text("[sweep]\nname='x'\n[grid]\nmu=[0.5]\n")
+    if argv[0] == "vit":
+        pytest.importorskip("torch")
+        pytest.importorskip("peft")
+    code, _, err = _run(argv, capsys)
+    assert code == 2 and word in _one_error_line(err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["SPEC"]  # nothing written
+
+
+# --------------------------------------------------------------------------- sweeps
+
+
+SWEEP = """
+[sweep]
+name = "bad"
+engine = "reduced"
+
+[grid]
+mu = [0.3, 0.7]
+
+[fixed]
+teacher = "linear"
+d = 40
+lr = 0.1
+batch = 10
+steps = 30
+"""
+
+
+def test_sweep_scheduler_that_is_not_dask_or_inproc_is_one_line(tmp_path, capsys):
+    """A TCP service that is not a Dask scheduler (it answers garbage) and an inproc://
+    address: one line each, and nothing is written to --out."""
+    pytest.importorskip("dask.distributed")
+    import socket
+    import threading
+
+    import dask
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    port = srv.getsockname()[1]
+    stop = threading.Event()
+
+    def serve():
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.sendall(b"\xff" * 64 + b"HTTP/1.1 400 Bad Request\r\n\r\n")
+
+    th = threading.Thread(target=serve, daemon=True)
+    th.start()
+    spec = tmp_path / "s.toml"
+    spec.write_text(SWEEP)
+    try:
+        for address in (f"tcp://127.0.0.1:{port}", "inproc://nothing"):
+            out = tmp_path / "out"
+            code, _, err = _run(["sweep", "run", str(spec), "--out", str(out), "--scheduler",
+                                 address, "--no-progress"], capsys)
+            assert code == 2, err
+            assert "cannot connect to the Dask scheduler" in _one_error_line(err)
+            assert not out.exists()
+            assert dask.config.get("scheduler", None) is None
+    finally:
+        stop.set()
+        th.join(timeout=5)
+        srv.close()
+
+
+def test_sweep_collect_into_the_sweep_is_refused(tmp_path, capsys):
+    sweep_dir = tmp_path / "sw"
+    sweep_dir.mkdir()
+    (sweep_dir / "manifest.json").write_text("{}")
+    code, _, err = _run(["sweep", "collect", str(sweep_dir), "--out",
+                         str(sweep_dir / "manifest.json")], capsys)
+    assert code == 2 and "inside the sweep directory" in _one_error_line(err)
+    assert (sweep_dir / "manifest.json").read_text() == "{}"
+
+
+def test_local_cluster_has_no_dashboard_and_stays_on_loopback():
+    """The sweep's LocalCluster shows no dashboard; distributed's own HTTP service binds a
+    free loopback port (never 8787 on every interface, no 'port in use' warning)."""
+    pytest.importorskip("dask.distributed")
+    import warnings
+
+    from loradyn.sweep.runner import _client
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with _client(1, None, 1) as client:
+            sched = client.cluster.scheduler
+            assert sched.http_server.address == "127.0.0.1"
+            assert sched.address.startswith("tcp://127.0.0.1:")
+            assert not any(r.__class__.__name__.startswith("Bokeh") for r in
+                           sched.services.values())
+            assert client.submit(abs, -3).result() == 3
+    assert not [w for w in caught if "already in use" in str(w.message)]
+
+
+def test_full_disk_while_writing_is_one_line(tmp_path, capsys, monkeypatch):
+    """ENOSPC (or any OSError) while writing the results: one line naming the file and
+    saying what happened to the results, exit 2, no traceback."""
+    import errno
+
+    import loradyn.engines.results as results
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(results, "save_netcdf", full)
+    out = tmp_path / "x.nc"
+    code, _, err = _run(["simulate", "--teacher", "linear", "--d", "50", "--batch", "10",
+                         "--steps", "20", "--out", str(out)], capsys)
+    line = _one_error_line(err)
+    assert code == 2 and "No space left" in line and str(out) in line and "not saved" in line

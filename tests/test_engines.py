@@ -456,3 +456,38 @@ def test_theory_columns_have_no_nan_when_the_start_reaches_the_threshold():
     for v in ("tau_theory", "exit_time_theory", "exit_step_theory"):
         assert not np.any(np.isnan(ds[v].values)), v
     np.testing.assert_array_equal(ds["exit_step_theory"].values, [0.0, 0.0])
+
+
+@pytest.mark.parametrize("engine", ["reduced", "dense", "ode"])
+def test_switch_u_realigns_the_lora_scale_at_the_switch(engine):
+    """App. B.4 re-alignment: at the switch u becomes switch_u * sign(w.w0) = 0.6 sign(m)
+    (aligned model), so c = mu + u m rises above mu; without it u is kept."""
+    import numpy as np
+
+    from loradyn.config import RunConfig
+    from loradyn.engines import simulate
+
+    base = dict(teacher="he3", mu=(0.3,), d=200, lr=0.1 / 18, batch=100, steps=400, seeds=2,
+                label="square", switch_label="identity", switch_m=0.12, record_every=1,
+                engine=engine)
+    ds = simulate(RunConfig(**base, switch_u=0.6))
+    sw = ds.switch_step.values[0]
+    assert np.all(sw > 0)
+    for s, k in enumerate(sw):
+        m, u = ds.m.values[0, s], ds.u.values[0, s]
+        # the first recorded state after the switch has u = 0.6 sign(m) up to one step
+        after = int(np.searchsorted(ds.step.values, k + 1))
+        assert abs(u[after] - 0.6 * np.sign(m[after])) < 0.05
+        assert ds.c.values[0, s, after] > 0.3
+    plain = simulate(RunConfig(**base))
+    s0 = int(plain.switch_step.values[0, 0])
+    i = int(np.searchsorted(plain.step.values, s0 + 1))
+    assert abs(plain.u.values[0, 0, i]) < 0.5
+
+
+def test_switch_u_needs_a_schedule():
+    from loradyn.config import RunConfig
+    from loradyn.errors import LoradynError
+
+    with pytest.raises(LoradynError, match="switch_u needs a two-stage schedule"):
+        RunConfig(teacher="he3", mu=(0.3,), switch_u=0.6)

@@ -275,3 +275,81 @@ def test_parse_mu_spec():
         with pytest.raises(LoradynError) as exc:
             parse_mu_spec(bad)
         assert "\n" not in str(exc.value)
+
+
+# ---------------------------------------------------------------- adaptive quadrature
+
+
+def _quad_tau(name: str, mu: float) -> float:
+    """Reference: a, b by adaptive scipy.integrate.quad on the whole line."""
+    from scipy import integrate
+    from scipy.stats import norm
+
+    from loradyn.activations import get_activation
+    from loradyn.linearization import growth_rate
+
+    act = get_activation(name)
+    f, df = act.f, act.df
+
+    def g0(z):
+        return (f(mu * z) - f(z)) * df(mu * z)
+
+    opts = dict(epsabs=0.0, epsrel=1e-13, limit=500)
+    b = integrate.quad(lambda z: z * g0(z) * norm.pdf(z), -np.inf, np.inf, **opts)[0]
+    cross = integrate.quad(lambda z: df(z) * df(mu * z) * norm.pdf(z), -np.inf, np.inf,
+                           **opts)[0]
+    a = (b + cross) / mu
+    return 1.0 / float(growth_rate(a, b))
+
+
+MU_GRID = np.linspace(0.001, 0.999, 1000)
+
+
+@pytest.mark.parametrize("name", ["tanh", "erf", "sigmoid"])
+def test_tau_relative_accuracy_1e8_against_quad(name):
+    """tau (not only a and b) to 1e-8 relative; quad on a subset of the 1000-point grid
+    including both ends (the whole grid: the slow test below)."""
+    from loradyn.linearization import tau
+
+    ours = tau(name, MU_GRID).tau
+    idx = np.r_[0, 1, 100, 333, 500, 666, 900, 998, 999]
+    ref = np.array([_quad_tau(name, MU_GRID[i]) for i in idx])
+    assert np.max(np.abs(ours[idx] / ref - 1)) < 1e-8
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["tanh", "erf", "sigmoid"])
+def test_tau_relative_accuracy_1e8_whole_grid(name):
+    from loradyn.linearization import tau
+
+    ours = tau(name, MU_GRID).tau
+    ref = np.array([_quad_tau(name, m) for m in MU_GRID])
+    assert np.max(np.abs(ours / ref - 1)) < 1e-8
+
+
+def test_adaptive_nodes_double_from_64_and_polynomials_keep_their_rule():
+    from loradyn.linearization import coefficients, quadrature_nodes, tau
+    from loradyn.population import make_problem
+
+    # at 64 nodes tanh is off by ~1e-6 at the ends: the adaptive rule must go further
+    fixed = tau("tanh", MU_GRID[[0, -1]], nodes=64).tau
+    adaptive = tau("tanh", MU_GRID[[0, -1]]).tau
+    assert np.max(np.abs(fixed / adaptive - 1)) > 1e-8
+    assert quadrature_nodes("tanh", MU_GRID) in (128, 256)
+    assert quadrature_nodes("erf", MU_GRID) >= 128
+    # polynomials: the exact rule of the problem, never adapted
+    for name in ("linear", "he3", "he6"):
+        assert quadrature_nodes(name, MU_GRID) == make_problem(name).nodes
+    # an explicit node count is used as given
+    a64, b64 = coefficients("tanh", 0.5, nodes=64)
+    a, b = coefficients("tanh", 0.5)
+    assert a64 != a or b64 != b
+
+
+def test_adaptive_cap_warns(monkeypatch):
+    from loradyn import linearization as lin
+
+    monkeypatch.setattr(lin, "ADAPT_RTOL", 1e-30)  # never converged: the cap is reached
+    with pytest.warns(lin.QuadratureWarning, match="cap of 256 nodes"):
+        t = lin.tau("tanh", np.array([0.2, 0.8])).tau
+    assert np.all(np.isfinite(t))

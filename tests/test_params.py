@@ -18,8 +18,8 @@ SAMPLE = {
     "mu": [0.1, 0.2], "d": 50, "lr": 0.1, "batch": 10, "steps": 20, "seeds": 2, "seed0": 3,
     "u0": 0.1, "m0": 0.1, "p0": 0.1, "update": "renormalized", "pretraining": "misaligned",
     "record_every": 2, "threshold": 0.4, "switch_label": "identity", "switch_step": 5,
-    "switch_m": 0.3, "nodes": 20, "engine": "dense", "backend": "torch", "device": "cpu",
-    "teacher_direction": "random", "sampler": "samples", "dtype": "float32",
+    "switch_m": 0.3, "switch_u": 0.5, "nodes": 20, "engine": "dense", "backend": "torch",
+    "device": "cpu", "teacher_direction": "random", "sampler": "samples", "dtype": "float32",
 }
 
 

@@ -225,6 +225,11 @@ class RunConfig:
         available, else cpu).
     teacher_direction
         Dense engine only: :math:`w^* = e_1` (``e1``, the default) or a random unit vector.
+    switch_u
+        Two-stage re-alignment (App. B.4): at the switch, ``u`` is set to
+        ``switch_u * sign(w . w0)`` (``w0 = mu w* (+ sqrt(1-mu^2) v)`` the pre-trained weight,
+        so the sign is known without the teacher), which makes the LoRA update add to the
+        pre-trained direction. ``None`` (default): ``u`` is kept.
     switch_label, switch_step, switch_m
         Two-stage schedule: the label used after the switch, and the step and/or the
         :math:`|m|` level that trigger it.
@@ -297,6 +302,12 @@ class RunConfig:
                                    check=lambda v, c: None if v is None
                                    else _unit("switch_m", v),
                                    sweep_context={"switch_label": "square"})
+    switch_u: float | None = param(None, "Two-stage: at the switch set u = switch_u * "
+                                   "sign(w.w0) (re-align the LoRA scale with the pre-trained "
+                                   "weight; App. B.4 recovery).", kind="float",
+                                   check=lambda v, c: None if v is None
+                                   else _float("switch_u", v),
+                                   sweep_context={"switch_label": "square", "switch_m": 0.25})
     nodes: int | None = param(None, "Quadrature nodes for the exact MSE and the ODE "
                               "(default: the problem's own).", kind="int",
                               check=lambda v, c: None if v is None else _int("nodes", v, 2))
@@ -337,6 +348,9 @@ class RunConfig:
             raise LoradynError(
                 "switch_step/switch_m need switch_label: give the label after the switch"
             )
+        if self.switch_u is not None and self.switch_label is None:
+            raise LoradynError("switch_u needs a two-stage schedule: give switch_label and "
+                               "switch_m (or switch_step)")
 
     # ------------------------------------------------------------------ views
 

@@ -29,6 +29,7 @@ import json
 import math
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,12 +38,15 @@ import xarray as xr
 from scipy.optimize import brentq
 
 from .errors import LoradynError, as_float, as_int, check_mu
-from .gaussian import rule_1d
+from .gaussian import DEFAULT_NODES, rule_1d
 from .io import atomic_savefig, plot_format, require_folder
 from .population import Problem, make_problem
 
 Array = np.ndarray
 UNITS = ("natural", "paper")
+ADAPT_START = 64  # adaptive node count for non-polynomial problems: start,
+ADAPT_CAP = 256  # cap (Gauss-Hermite loses accuracy above about 350 nodes),
+ADAPT_RTOL = 1e-9  # and the relative change of tau between doublings that stops it
 B_ROUNDING = 1e-12  # |b| below this fraction of sum |w z g0| is quadrature rounding: b = 0
 SINGULAR_A = 1e-7  # lim mu a(mu) above this (relative) size: a(0) = +-inf (kinked student)
 
@@ -101,6 +105,79 @@ def _a_at_zero(problem: Problem, nodes: int) -> float:
     return float(4 * a[0] - 6 * a[1] + 4 * a[2] - a[3])
 
 
+class QuadratureWarning(UserWarning):
+    """The adaptive node count of :func:`coefficients` reached its cap unconverged."""
+
+
+def _polynomial(problem: Problem) -> bool:
+    return problem.teacher.degree is not None and problem.student.degree is not None
+
+
+def _tau_of(a: Array, b: Array) -> Array:
+    lam = growth_rate(a, b)
+    with np.errstate(divide="ignore"):
+        return np.where(lam > 0, 1.0 / np.where(lam > 0, lam, 1.0), np.inf)
+
+
+def _adaptive(pr: Problem, flat: Array, pos: Array) -> tuple[Array, Array, int]:
+    r"""``a``, ``b`` on ``flat`` with the node count doubled from :data:`ADAPT_START` until
+    :math:`\tau` changes by less than :data:`ADAPT_RTOL` (relative, every finite
+    :math:`\tau`) or :data:`ADAPT_CAP` is reached (then a :class:`QuadratureWarning`)."""
+    n = ADAPT_START
+    a, b = _fixed(pr, flat, pos, n)
+    t = _tau_of(a, b)
+    # a(0) of a student without sigma'' is a cubic extrapolation whose rounding error
+    # (about 1e-11, amplified by 1/h) does not shrink with the node count: not checked
+    check = pos | (pr.student.d2f is not None)
+    # a = (b + E[y' sigma'])/mu carries the absolute error of its sums (~1e-13 on the
+    # panels of a kinked activation) amplified by 1/mu: below mu ~ 1e-4 that, not the node
+    # count, sets the floor of the relative change
+    tol = np.maximum(ADAPT_RTOL, 1e-13 / np.where(pos, flat, 1.0))
+    while n < ADAPT_CAP:
+        n *= 2
+        a2, b2 = _fixed(pr, flat, pos, n)
+        t2 = _tau_of(a2, b2)
+        fin = np.isfinite(t) & np.isfinite(t2) & check
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rel = np.abs(t2[fin] - t[fin]) / np.abs(t2[fin]) / tol[fin]
+        same_inf = np.all(np.isfinite(t) == np.isfinite(t2))
+        a, b, t = a2, b2, t2
+        if same_inf and (rel.size == 0 or float(np.max(rel)) < 1.0):
+            return a, b, n
+    warnings.warn(
+        f"tau for {pr.describe()}: the quadrature did not converge to {ADAPT_RTOL:g} "
+        f"(relative) at the cap of {ADAPT_CAP} nodes; pass nodes= to choose the rule",
+        QuadratureWarning, stacklevel=3)
+    return a, b, n
+
+
+def _fixed(pr: Problem, flat: Array, pos: Array, n: int) -> tuple[Array, Array]:
+    a = np.empty_like(flat)
+    b = np.empty_like(flat)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.any(pos):
+            a[pos], b[pos] = _ab_positive(pr, flat[pos], n)
+        if np.any(~pos):
+            a[~pos] = _a_at_zero(pr, n)
+            # b(0) = E[z g0(z)] with lambda = 0
+            _, b0 = _ab_positive(pr, np.array([1e-300]), n)
+            b[~pos] = b0[0]
+    return a, b
+
+
+def quadrature_nodes(problem: Problem | str, mu: Array | float, **kw) -> int:
+    """The node count :func:`coefficients` uses by default for ``problem`` on ``mu``: the
+    problem's own (exact) rule for polynomials, else the adaptive choice (64 to 256)."""
+    pr = _as_problem(problem, **kw)
+    check_mu(mu)
+    if _polynomial(pr) or pr.nodes != DEFAULT_NODES:
+        return pr.nodes
+    flat = np.atleast_1d(np.asarray(mu, dtype=float)).ravel()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", QuadratureWarning)
+        return _adaptive(pr, flat, flat > 0)[2]
+
+
 def coefficients(
     problem: Problem | str, mu: Array | float, *, nodes: int | None = None, **kw
 ) -> tuple[Array, Array]:
@@ -114,6 +191,13 @@ def coefficients(
     mu
         Pre-training alignment(s) in [0, 1].
 
+    nodes
+        Quadrature size. ``None`` (default): the problem's own rule when both activations
+        are polynomials (exact) or when the problem was built with a node count other than
+        the default; otherwise adaptive: doubled from 64 until :math:`\tau = 1/\lambda_+`
+        changes by less than ``1e-9`` relative at every ``mu``, with a cap at 256 nodes
+        (a :class:`QuadratureWarning` when the cap is reached unconverged).
+
     Returns
     -------
     a, b
@@ -122,19 +206,12 @@ def coefficients(
     pr = _as_problem(problem, **kw)
     check_mu(mu)
     mu_arr = np.atleast_1d(np.asarray(mu, dtype=float))
-    n = nodes or pr.nodes
     flat = mu_arr.ravel()
-    a = np.empty_like(flat)
-    b = np.empty_like(flat)
     pos = flat > 0
-    with np.errstate(over="ignore", invalid="ignore"):
-        if np.any(pos):
-            a[pos], b[pos] = _ab_positive(pr, flat[pos], n)
-        if np.any(~pos):
-            a[~pos] = _a_at_zero(pr, n)
-            # b(0) = E[z g0(z)] with lambda = 0
-            _, b0 = _ab_positive(pr, np.array([1e-300]), n)
-            b[~pos] = b0[0]
+    if nodes is None and not _polynomial(pr) and pr.nodes == DEFAULT_NODES:
+        a, b, _ = _adaptive(pr, flat, pos)
+    else:
+        a, b = _fixed(pr, flat, pos, nodes or pr.nodes)
     # a = +-inf is the mu = 0 limit of a kinked student; anything else non-finite is overflow
     if np.any(np.isnan(a)) or not np.all(np.isfinite(b)) or np.any(np.isinf(a[pos])):
         bad = float(flat[np.argmax(np.isnan(a) | ~np.isfinite(b) | (np.isinf(a) & pos))])

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
 from ._app import app
@@ -11,7 +9,7 @@ from ._app import app
 
 @app.command("reproduce")
 def reproduce_cmd(
-    out: Path = typer.Option(..., "--out", help="Output directory (figures/, data/, index.html)."),
+    out: str = typer.Option(..., "--out", help="Output directory (figures/, data/, index.html)."),
     scale: str = typer.Option("quick", "--scale", help="quick (minutes) or paper (paper sizes)."),
     only: str | None = typer.Option(None, "--only", help="Comma-separated ids, e.g. fig1,fig2."),
     engine: str = typer.Option("reduced", "--engine", help="Simulation engine: reduced or dense."),
@@ -23,6 +21,7 @@ def reproduce_cmd(
     from ..reproduce.runner import (
         ENGINES,
         SCALES,
+        check_seed,
         discover,
         expected_seconds,
         parse_only,
@@ -35,6 +34,7 @@ def reproduce_cmd(
     if engine not in ENGINES:
         raise LoradynError(f"unknown engine {engine!r}: choose reduced or dense")
 
+    check_seed(seed)
     ids = parse_only(only, extra=discover())
     prepare_out(out)
     est = expected_seconds(scale, ids)
@@ -43,12 +43,11 @@ def reproduce_cmd(
         typer.echo(f"loradyn reproduce --scale {scale}: expected run time {when} on an idle "
                    "2-core machine (figures with an estimate)", err=True)
     res = reproduce(out, scale=scale, only=ids, engine=engine, progress=not no_progress, seed=seed)
-    counts = {v: sum(1 for c in res.claims if c.verdict == v)
-              for v in ("holds", "fails", "not-tested")}
+    from ..reproduce.claims import summary, summary_text
+
     typer.echo(
         f"{len(res.done)} made, {len(res.pending)} pending, {len(res.failed)} failed in "
-        f"{res.seconds:.0f} s; claims: {counts['holds']} hold, {counts['fails']} fail, "
-        f"{counts['not-tested']} not tested"
+        f"{res.seconds:.0f} s; claims: {summary_text(summary(res.claims))}"
     )
     for item in res.pending:
         typer.echo(f"pending: {item.id} ({item.reason})")

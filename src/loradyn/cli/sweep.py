@@ -31,7 +31,7 @@ def _print_status(status) -> None:  # noqa: ANN001 - SweepStatus, imported lazil
 @sweep_app.command("run")
 def run_cmd(
     spec: Path = typer.Argument(..., help="Sweep file (TOML) with [sweep], [grid], [fixed]."),
-    out: Path = typer.Option(..., "--out", help="Sweep directory (created; reruns resume it)."),
+    out: str = typer.Option(..., "--out", help="Sweep directory (created; reruns resume it)."),
     workers: int | None = typer.Option(
         None, "--workers", help="Worker processes of a local Dask cluster (default: CPUs)."
     ),
@@ -48,8 +48,12 @@ def run_cmd(
     ),
 ) -> None:
     """Run every unfinished task of SPEC; exit code 1 if some task failed."""
+    from ..errors import LoradynError
     from ..sweep import run_sweep
     from ._progress import rich_bar
+
+    if not out.strip():
+        raise LoradynError("--out is empty: give the sweep directory")
 
     with rich_bar("sweep", enabled=not no_progress) as bar:
         status = run_sweep(
@@ -81,8 +85,14 @@ def collect_cmd(
     ),
 ) -> None:
     """Merge the finished results into one netCDF dataset indexed by the grid."""
+    from ..errors import LoradynError
+    from ..io import check_output_file
     from ..sweep import collect_to_file
 
+    check_output_file(out, "--out")
+    if Path(out).resolve().is_relative_to(Path(directory).resolve()):
+        raise LoradynError(f"--out {out} is inside the sweep directory {directory}: write the "
+                           "collected file elsewhere (it would overwrite the sweep's own files)")
     ds = collect_to_file(directory, out, reuse_other_code=reuse_other_code)
     total = int(ds.attrs["tasks_total"])
     done = int(ds.attrs["tasks_done"])

@@ -64,9 +64,16 @@ def _config(preset: str, scale: str, config: Path | None, seeds: str | None):
             raise LoradynError(f"cannot read --config {config}: {exc}") from None
     else:
         cfg = get_preset(preset, scale)
-    if seeds:
+    if seeds is not None:
         cfg = cfg.with_seeds(_ints(seeds, "--seeds"))
     return cfg
+
+
+def _out_dir(out: str) -> Path:
+    """``--out`` as a Path; an empty one (which would mean the current folder) is an error."""
+    if not str(out).strip():
+        raise LoradynError("--out is empty: give the run directory")
+    return Path(out)
 
 
 def _ints(text: str, what: str) -> tuple[int, ...]:
@@ -99,8 +106,8 @@ def _warning_lines() -> Iterator[None]:
 def _bar(label: str, threads: int) -> Iterator:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    if threads < 0:
-        raise LoradynError(f"--threads must be >= 0 (0: automatic), got {threads}")
+    if not 0 <= threads <= 4096:
+        raise LoradynError(f"--threads must be in [0, 4096] (0: automatic), got {threads}")
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                   TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
                   TextColumn("{task.fields[msg]}"), transient=False) as prog:
@@ -131,12 +138,13 @@ def _bar(label: str, threads: int) -> Iterator:
 def run_cmd(
     preset: str = PRESET, scale: str = SCALE, config: Path = CONFIG,
     seeds: str = typer.Option(None, "--seeds", help="comma-separated seeds, e.g. 0,1,2"),
-    out: Path = OUT, data_dir: Path = DATA, download: bool = DOWNLOAD, device: str = DEVICE,
+    out: str = OUT, data_dir: Path = DATA, download: bool = DOWNLOAD, device: str = DEVICE,
     amp: bool = AMP, threads: int = THREADS,
 ) -> None:
     """Whole protocol: pre-training, checkpoints, every (checkpoint, seed) LoRA fine-tune,
     DIR/table.csv and DIR/figure.png. A rerun skips finished work."""
     _requires_torch()
+    out = _out_dir(out)
     from ..vit.train import run_experiment
 
     cfg = _config(preset, scale, config, seeds)
@@ -153,11 +161,12 @@ def run_cmd(
 def pretrain_cmd(
     preset: str = PRESET, scale: str = SCALE, config: Path = CONFIG,
     seed: int = typer.Option(None, "--seed", help="pre-training seed (default: the config's)"),
-    out: Path = OUT, data_dir: Path = DATA, download: bool = DOWNLOAD, device: str = DEVICE,
+    out: str = OUT, data_dir: Path = DATA, download: bool = DOWNLOAD, device: str = DEVICE,
     amp: bool = AMP, threads: int = THREADS,
 ) -> None:
     """Pre-train on the source task and save the checkpoints (resumable)."""
     _requires_torch()
+    out = _out_dir(out)
     from ..vit.train import pretrain, pretrain_dir, torch_threads
 
     cfg = _config(preset, scale, config, None)
@@ -176,16 +185,17 @@ def finetune_cmd(
     preset: str = PRESET, scale: str = SCALE, config: Path = CONFIG,
     checkpoints: str = typer.Option(None, "--checkpoints", help="e.g. 2,5 (default: all)"),
     seeds: str = typer.Option(None, "--seeds", help="e.g. 0,1,2 (default: the config's)"),
-    out: Path = OUT, data_dir: Path = DATA, download: bool = DOWNLOAD, device: str = DEVICE,
+    out: str = OUT, data_dir: Path = DATA, download: bool = DOWNLOAD, device: str = DEVICE,
     amp: bool = AMP, threads: int = THREADS,
 ) -> None:
     """LoRA fine-tune the given (checkpoint, seed) pairs (resumable, skips finished ones)."""
     _requires_torch()
+    out = _out_dir(out)
     from ..vit.train import finetune_all, torch_threads
 
     cfg = _config(preset, scale, config, None)
-    cks = _ints(checkpoints, "--checkpoints") if checkpoints else None
-    sds = _ints(seeds, "--seeds") if seeds else None
+    cks = _ints(checkpoints, "--checkpoints") if checkpoints is not None else None
+    sds = _ints(seeds, "--seeds") if seeds is not None else None
     with _bar(f"finetune {cfg.name}", threads) as update, torch_threads(threads, device):
         paths = finetune_all(cfg, out, cks, sds, data_dir=data_dir, download=download,
                              device=device, amp=amp, progress=update)
@@ -195,7 +205,7 @@ def finetune_cmd(
 
 @vit_app.command("table")
 def table_cmd(
-    out: Path = OUT,
+    out: str = OUT,
     seeds: str = typer.Option(None, "--seeds",
                               help="seeds to average (default: all stored or finished)"),
     allow_missing: bool = typer.Option(False, "--allow-missing",
@@ -204,10 +214,11 @@ def table_cmd(
 ) -> None:
     """Write DIR/table.csv (and DIR/figure.png) from the finished runs in DIR."""
     _requires_torch()
+    out = _out_dir(out)
     from ..vit.figures import plot_run
     from ..vit.table import write_table
 
-    sds = _ints(seeds, "--seeds") if seeds else None
+    sds = _ints(seeds, "--seeds") if seeds is not None else None
     with _warning_lines():
         path, _ = write_table(out, sds, allow_missing)
     typer.echo(path.read_text().rstrip())

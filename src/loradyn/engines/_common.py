@@ -79,6 +79,21 @@ class Schedule:
         self.on = config.two_stage
         self.stage2 = np.zeros(n, dtype=bool) if self.on else None
         self.switch_step = np.full(n, -1, dtype=np.int64)
+        self.new: Array | None = None
+
+    def realign(self, u: Array, m: Array, p: Array | None, mu: Array) -> Array:
+        """``u`` with the trajectories that switched at this step re-aligned when
+        ``config.switch_u`` is set: ``u = switch_u * sign(w . w0)``, where
+        ``w . w0 = mu m (+ sqrt(1 - mu^2) p)`` (the pre-trained weight, known without the
+        teacher)."""
+        su = self.config.switch_u
+        if su is None or self.new is None or not np.any(self.new):
+            return u
+        ww0 = mu * m
+        if p is not None:
+            ww0 = ww0 + np.sqrt(np.maximum(1.0 - mu * mu, 0.0)) * p
+        sign = np.where(ww0 >= 0, 1.0, -1.0)
+        return np.where(self.new, su * sign, u)
 
     def update(self, step: int, m: Array) -> Array | None:
         """Switch trajectories whose trigger fired before the update made at ``step``."""
@@ -91,6 +106,7 @@ class Schedule:
         if c.switch_m is not None:
             trig |= np.abs(m) >= c.switch_m
         new = trig & ~self.stage2
+        self.new = new
         if np.any(new):
             self.switch_step[new] = step
             self.stage2 |= new

@@ -252,6 +252,7 @@ def _group_host(config, D0, mu, make_draw, progress, where):
         for s in range(config.steps):
             draw()
             st2 = sched.update(s, m)
+            u = sched.realign(u, m, p, mu)
             np.matmul(D, XT, out=proj)
             zs, z = proj[:, 0], proj[:, k - 1]
             uc = u.astype(dt)[:, None]
@@ -351,6 +352,7 @@ def _group_torch(config, D0, mu, gens, dev, progress, where):
             for g, row in zip(gens, rows, strict=True):
                 row.normal_(generator=g)
             st2 = sched.update(s, m)
+            u = sched.realign(u, m, p, mu)
             torch.bmm(D, XT, out=proj)
             zs, z = proj[:, 0], proj[:, k - 1]
             uc = torch.from_numpy(u).to(device=dev, dtype=tdt)[:, None]

@@ -183,6 +183,9 @@ def _integrate(config: RunConfig, problems, mu: float, y0: Array, t_grid: Array)
         t0 = t_stop
         if t_div is None and config.two_stage and stage == 0 and t0 < t_end:
             stage, t_switch = 1, t0
+            if config.switch_u is not None:  # re-align u with the pre-trained weight
+                ww0 = mu * y[1] + (np.sqrt(max(1.0 - mu * mu, 0.0)) * y[2] if mis else 0.0)
+                y[0] = config.switch_u * (1.0 if ww0 >= 0 else -1.0)
     if filled < t_grid.size:
         out[:, filled:] = out[:, filled - 1 : filled]
     # clamp the overlaps the integrator may overshoot by rounding

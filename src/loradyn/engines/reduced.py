@@ -218,6 +218,7 @@ def _run_group_samples(config, rngs, mu, K, progress, where):
                     g.standard_normal(out=buf[t])
                     chi[t] = _chi2(g, d - k, K)
             st2 = sched.update(s, m)
+            u = sched.realign(u, m, p if mis else None, mu)
             Z = buf[:, j]
             x1 = Z[:, 0]
             xk = Z[:, k - 1]
@@ -282,6 +283,7 @@ def _run_group_gram(config, rngs, mu, K, progress, where):
                 for t, g in enumerate(rngs):
                     W[t], chi[t] = _bartlett(g, K, k, B, d)
             sched.update(s, m)
+            u = sched.realign(u, m, p if mis else None, mu)
             r = _radius(m, p)
             alpha = np.zeros((n, k))
             beta = np.empty((n, k))

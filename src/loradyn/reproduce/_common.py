@@ -71,11 +71,26 @@ def save_csv(rows: Sequence[dict], ctx: FigureContext, name: str) -> Path:
 
 
 def claim(
-    id: str, section: str, statement: str, measured: str, expected: str, ok: bool | None
+    id: str, section: str, statement: str, measured: str, expected: str,
+    ok: bool | str | None,
 ) -> Claim:
-    """A claims-table row; ``ok=None`` gives ``not-tested``."""
-    verdict = "not-tested" if ok is None else ("holds" if ok else "fails")
-    return Claim(id, section, statement, measured, expected, verdict)
+    """A claims-table row.
+
+    ``ok`` is a verdict of :data:`~loradyn.reproduce.registry.VERDICTS` (the outcome of a
+    stated test, see :mod:`loradyn.reproduce.stats`) or, for an exact computation, a bool
+    (``True``: holds, ``False``: fails); ``None`` gives ``not-tested``. ``statement`` is the
+    claim in our notation; the row's statement column quotes the paper's words before it
+    (:func:`loradyn.reproduce.paper.statement`).
+    """
+    from .paper import statement as quote
+
+    if ok is None:
+        verdict = "not-tested"
+    elif isinstance(ok, str):
+        verdict = ok
+    else:
+        verdict = "holds" if ok else "fails"
+    return Claim(id, section, quote(id, statement), measured, expected, verdict)
 
 
 def fmt(x: float, digits: int = 3) -> str:
@@ -265,6 +280,19 @@ def first_below(ds: xr.Dataset, fraction: float = 0.1) -> np.ndarray:
         hit = np.nonzero(row < fraction * row[0])[0]
         out.append(float(steps[hit[0]]) if hit.size else float("inf"))
     return np.asarray(out)
+
+
+def first_below_each(ds: xr.Dataset, fraction: float = 0.1) -> np.ndarray:
+    """Per ``(mu, seed)``: first recorded step where that trajectory's test MSE is below
+    ``fraction`` of its initial value (``inf`` if never); ``NaN`` for a diverged trajectory
+    (to be excluded and counted, never read as "never learned")."""
+    mse = np.asarray(ds["mse"].values, dtype=float)
+    steps = np.asarray(ds["step"].values, dtype=float)
+    hit = mse < fraction * mse[..., :1]
+    first = np.where(hit.any(axis=-1), steps[np.argmax(hit, axis=-1)], np.inf)
+    if "diverged" in ds:
+        first = np.where(np.asarray(ds["diverged"].values).astype(bool), np.nan, first)
+    return first
 
 
 def median_escape(ds: xr.Dataset) -> np.ndarray:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..io import atomic_write
+from .paper import statement as quote
 from .registry import VERDICTS, Claim
 
 if TYPE_CHECKING:
@@ -56,8 +57,8 @@ def collect(result: ReproduceResult) -> list[Claim]:
                     continue
                 seen.add(cid)
                 why = item.reason or item.status
-                rows.append(Claim(cid, section, statement, f"{item.id} {item.status}: {why}",
-                                  expected, "not-tested"))
+                rows.append(Claim(cid, section, quote(cid, statement),
+                                  f"{item.id} {item.status}: {why}", expected, "not-tested"))
     return rows
 
 
@@ -85,8 +86,56 @@ def read_csv(path: str | Path) -> list[Claim]:
 
 
 def summary(claims: list[Claim]) -> dict[str, int]:
-    """Counts per verdict."""
+    """Counts per verdict (every verdict of :data:`VERDICTS` is a key)."""
     out = {v: 0 for v in VERDICTS}
     for c in claims:
         out[c.verdict] += 1
     return out
+
+
+def summary_text(counts: dict[str, int]) -> str:
+    """``12 hold, 3 fail, 2 inconclusive, 1 not tested``."""
+    words = {"holds": "hold", "fails": "fail", "inconclusive": "inconclusive",
+             "not-tested": "not tested"}
+    return ", ".join(f"{counts.get(v, 0)} {words[v]}" for v in VERDICTS)
+
+
+EXPECTED_HEADER = ("id", "verdict", "reason")
+
+
+def read_expected(path: str | Path) -> dict[str, str]:
+    """The expected verdicts ``{id: verdict}`` of ``tests/data/claims_expected.csv``
+    (header ``id,verdict,reason``; ``reason`` says why the verdict is what it is)."""
+    with open(path, newline="") as fh:
+        r = csv.reader(fh)
+        header = tuple(next(r))
+        if header != EXPECTED_HEADER:
+            raise ValueError(f"{path}: header {header} is not {EXPECTED_HEADER}")
+        out: dict[str, str] = {}
+        for row in r:
+            if not row:
+                continue
+            cid, verdict = row[0], row[1]
+            if verdict not in VERDICTS:
+                raise ValueError(f"{path}: claim {cid}: bad verdict {verdict!r}")
+            if cid in out:
+                raise ValueError(f"{path}: claim {cid} listed twice")
+            out[cid] = verdict
+        return out
+
+
+def compare(actual: list[Claim], expected: dict[str, str]) -> list[str]:
+    """Differences between a run's claims and the expected verdicts, one line each, naming
+    the claim and both verdicts. Empty when they agree."""
+    got = {c.id: c.verdict for c in actual}
+    lines = []
+    for cid, want in expected.items():
+        if cid not in got:
+            lines.append(f"claim {cid}: expected {want!r}, but the run has no such claim")
+        elif got[cid] != want:
+            lines.append(f"claim {cid}: expected {want!r}, got {got[cid]!r}")
+    for cid, v in got.items():
+        if cid not in expected:
+            lines.append(f"claim {cid}: got {v!r}, but it has no expected verdict: add it to "
+                         "tests/data/claims_expected.csv with its reason")
+    return lines

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _common as C
+from . import stats as S
 from .registry import FigureContext, FigureOutput, register
 
 # idle 2-core seconds, calibrated from measured CPU time (scripts/calibrate_estimates.py)
@@ -58,40 +59,57 @@ def make(ctx: FigureContext) -> FigureOutput:
     files = C.save_figure(fig, ctx, "fig3")
     data = [C.save_dataset(runs[key], ctx, f"fig3_{key[0]}_{key[1]}") for key in runs]
 
-    parts, ratios, mono = [], [], True
+    mus = np.asarray(s["mus"], dtype=float)
+    first = {key: C.first_below_each(runs[key]) for key in runs}  # (mu, seed), NaN: diverged
+    n_div = {key: int(np.isnan(v).sum()) for key, v in first.items()}
+    div_note = "" if not sum(n_div.values()) else (
+        "; diverged trajectories excluded: " + ", ".join(
+            f"{a} {p}: {k}" for (a, p), k in n_div.items() if k))
+    parts, trends, cells, cell_v, ks_p = [], [], [], [], []
     for a in ACTS:
-        ea, em = C.first_below(runs[a, "aligned"]), C.first_below(runs[a, "misaligned"])
-        with np.errstate(invalid="ignore"):
-            ratios.extend((em / ea).tolist())
-        # all-inf would be vacuously monotone: the smallest mu must learn within the budget
-        mono &= bool(np.isfinite(ea[0]) and np.isfinite(em[0]) and C.is_monotone(em, True)
-                     and C.is_monotone(ea, True))
-        parts.append(f"{a}: aligned {C.fmt_list(ea)} vs misaligned {C.fmt_list(em)}")
-    ratios = np.asarray(ratios)
-    ok = bool(np.all(np.isfinite(ratios)) and np.all((ratios > 0.6) & (ratios < 1.6)))
+        ea, em = first[a, "aligned"], first[a, "misaligned"]
+        t = S.trend_test(np.repeat(mus, em.shape[1]), em.ravel(), "increasing")
+        trends.append(t.verdict)
+        parts.append(f"{a}: median aligned {C.fmt_list(np.nanmedian(ea, axis=1))} vs misaligned "
+                     f"{C.fmt_list(np.nanmedian(em, axis=1))}; misaligned {t.text}")
+        for i, mu in enumerate(mus):
+            est, lo, hi = S.bootstrap_ratio_ci(em[i], ea[i])
+            cell_v.append(S.interval_verdict(lo, hi, 0.8, 1.25))
+            ks_p.append(S.ks_test(em[i], ea[i])[1])
+            cells.append(f"{a} mu={mu:g}: {S.fmt_ci(est, lo, hi)}")
     mis = runs["linear", "misaligned"]
-    p_end = np.nanmedian(np.abs(mis["p"].values[:, :, -1]), axis=1)
+    p_all = np.abs(np.asarray(mis["p"].values[:, :, -1], dtype=float))
+    ok_div = ~np.asarray(mis["diverged"].values).astype(bool) if "diverged" in mis else \
+        np.ones(p_all.shape, bool)
+    p_end = np.nanmedian(p_all, axis=1)
     m_end = np.nanmedian(np.abs(mis["m"].values[:, :, -1]), axis=1)
     m_pred = np.sqrt((1 - mis["mu"].values) / 2)
+    small = p_all[ok_div] < 3 / np.sqrt(s["d"])
+    prop = S.proportion_test(int(small.sum()), int(small.size), 0.5)
     claims = [
         C.claim("A1-same-phenomenology", "App. A.1",
                 "With misaligned pre-training the same phenomenology holds: larger mu delays "
-                "learning", "; ".join(parts) + " (first step where the median test MSE is "
-                f"below 10% of its start, mu={s['mus']}; inf: not within the budget)",
-                "non-decreasing in mu for both models, the smallest mu learning",
-                bool(mono)),
+                "learning", "; ".join(parts) + " (per trajectory: first step where its test "
+                f"MSE is below 10% of its start, mu={s['mus']}; inf: not within the budget)"
+                + div_note,
+                "learning step increasing in mu for the misaligned model, both activations: "
+                f"Kendall trend test over every (mu, seed), one-sided p < {S.ALPHA}",
+                S.combine(trends)),
         C.claim("A1-same-escape", "App. A.1",
                 "The extra term sqrt(1-mu^2) v has no effect on the dynamics: misaligned and "
                 "aligned models learn at the same time",
-                f"ratio misaligned/aligned of the times above: {C.fmt_list(ratios)}",
-                "ratio within [0.6, 1.6]", ok),
+                "ratio misaligned/aligned of the median learning steps, bootstrap 95% CI: "
+                + "; ".join(cells) + f"; two-sample KS p-values {C.fmt_list(ks_p, 2)}" + div_note,
+                "every CI inside [0.8, 1.25] (no effect, up to a 25% margin); a CI outside it: "
+                "fails; straddling an edge: inconclusive", S.combine(cell_v)),
         C.claim("A1-p-stays-small", "App. A.1",
                 "The overlap p = w.v stays O(1/sqrt d) (v and w remain orthogonal)",
-                f"linear, final |p| at mu={s['mus']}: {C.fmt_list(p_end)}; final |m|: "
-                f"{C.fmt_list(m_end)} (the minimizer w ~ (1-mu) w* - sqrt(1-mu^2) v has "
-                f"|m| = sqrt((1-mu)/2) = {C.fmt_list(m_pred)})",
-                f"|p| ~ 1/sqrt(d) = {1 / np.sqrt(s['d']):.3f}",
-                bool(np.all(p_end < 3 / np.sqrt(s["d"])))),
+                f"linear, median final |p| at mu={s['mus']}: {C.fmt_list(p_end)}; trajectories "
+                f"with final |p| < 3/sqrt(d): {prop.text}; final |m|: {C.fmt_list(m_end)} (the "
+                "minimizer w ~ (1-mu) w* - sqrt(1-mu^2) v has |m| = sqrt((1-mu)/2) = "
+                f"{C.fmt_list(m_pred)})",
+                f"|p| < 3/sqrt(d) = {3 / np.sqrt(s['d']):.3f} in most trajectories: binomial test "
+                f"against 1/2, p < {S.ALPHA}", prop.verdict),
     ]
     cap = (
         "Aligned (solid, lambda = (mu w* + u w).x) versus misaligned (dashed, lambda = "

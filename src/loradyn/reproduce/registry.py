@@ -14,7 +14,10 @@ from pathlib import Path
 from typing import Any
 
 SCALES = ("quick", "paper")
-VERDICTS = ("holds", "fails", "not-tested")
+# holds / fails: the stated test decides; inconclusive: the test cannot tell at this
+# sample size (an interval straddling the criterion, a non-significant trend);
+# not-tested: no data (the figure is pending, or nothing could be checked)
+VERDICTS = ("holds", "fails", "inconclusive", "not-tested")
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..io import atomic_write_text
-from .claims import summary
+from .claims import summary, summary_text
+from .registry import VERDICTS
+
+# where the claims that fail or are inconclusive are discussed (the repository's docs)
+DIFFERENCES_DOC = "docs/paper-differences.md"
+DIFFERENCES_URL_ENV = "LORADYN_DIFFERENCES_URL"
 
 if TYPE_CHECKING:
     from .runner import ReproduceResult
@@ -37,7 +42,9 @@ th,td{border:1px solid #ddd;padding:.3rem .45rem;vertical-align:top;text-align:l
 th{background:#f0f0f0}
 .v-holds{background:#e6f4ea;color:#176b2c;font-weight:600}
 .v-fails{background:#fdecea;color:#a31515;font-weight:600}
+.v-inconclusive{background:#fff4d6;color:#7a5a00;font-weight:600}
 .v-not-tested{background:#f3f3f3;color:#666}
+.summary span{display:inline-block;padding:.1rem .45rem;margin-right:.3rem;border-radius:4px}
 .pending{color:#8a6d00}.failed{color:#a31515}
 code,pre{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.8rem}
 pre{background:#f4f4f4;padding:.6rem;overflow-x:auto}
@@ -72,6 +79,18 @@ def _rel(path: Path, root: Path) -> str:
         return os.path.relpath(path, root).replace(os.sep, "/")
 
 
+def _differences_href(root: Path) -> str:
+    """Link to ``docs/paper-differences.md``: ``$LORADYN_DIFFERENCES_URL`` if set, else a
+    relative path when the report sits inside the repository checkout (``report/``),
+    else the path of the installed package's repository docs."""
+    env = os.environ.get(DIFFERENCES_URL_ENV)
+    if env:
+        return env
+    repo = Path(__file__).resolve().parents[3]
+    doc = repo / DIFFERENCES_DOC
+    return _rel(doc, root) if doc.is_file() else DIFFERENCES_DOC
+
+
 def render(result: ReproduceResult) -> str:
     """The report's HTML text."""
     from .runner import package_versions
@@ -90,8 +109,7 @@ def render(result: ReproduceResult) -> str:
         f"<p class='meta'>scale <b>{_e(result.scale)}</b> &middot; engine "
         f"<b>{_e(result.engine)}</b> &middot; run time <b>{result.seconds:.1f} s</b> &middot; "
         f"{now} &middot; {len(result.done)} made, {len(result.pending)} pending, "
-        f"{len(result.failed)} failed &middot; claims: {counts['holds']} hold, "
-        f"{counts['fails']} fail, {counts['not-tested']} not tested</p>"
+        f"{len(result.failed)} failed &middot; claims: {_e(summary_text(counts))}</p>"
     )
     parts.append("<p id='img-check' data-total='-1' data-loaded='-1'>images not checked</p>")
     nav = " ".join(f"<a href='#{_e(i.id)}'>{_e(i.id)}</a>" for i in result.done)
@@ -114,8 +132,19 @@ def render(result: ReproduceResult) -> str:
                      f"{item.seconds:.1f} s</p></figure>")
 
     parts.append("<h2 id='claims'>Claims</h2>")
-    parts.append("<p class='meta'>Each row is evaluated from the data produced in this run "
-                 "(<a href='claims.csv'>claims.csv</a>).</p>")
+    parts.append(
+        "<p class='summary' id='claims-summary' " + " ".join(
+            f"data-{_e(v)}='{counts[v]}'" for v in VERDICTS) + ">" + "".join(
+            f"<span class='v-{_e(v)}'>{counts[v]} {_e(v)}</span>" for v in VERDICTS) +
+        f"&middot; {len(result.claims)} claims</p>")
+    parts.append(
+        "<p class='meta'>Each row quotes the paper's surviving text and is evaluated from the "
+        "data produced in this run (<a href='claims.csv'>claims.csv</a>). Simulation rows "
+        "rest on a stated statistical test whose p-value or interval is in the measured "
+        "column: <b>holds</b> and <b>fails</b> are what the test decides, "
+        "<b>inconclusive</b> means the test cannot tell at this sample size, <b>not-tested</b> "
+        "that no data was made. Where and why we differ from the paper: "
+        f"<a href='{_e(_differences_href(root))}'>{_e(DIFFERENCES_DOC)}</a>.</p>")
     parts.append("<table><thead><tr><th>id</th><th>section</th><th>statement</th>"
                  "<th>measured</th><th>expected</th><th>verdict</th></tr></thead><tbody>")
     for c in result.claims:

@@ -9,6 +9,7 @@ fail the run.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 import json
@@ -23,14 +24,14 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
-from ..errors import LoradynError
+from ..errors import LoradynError, as_int
 from ..io import atomic_write_text
 from .registry import Claim, FigureContext, FigureOutput, FigureSpec, registered
 
 SCALES = ("quick", "paper", "test")
 ENGINES = ("reduced", "dense")
-# fig1..fig14 and table1 are the paper's; fig15 (two-layer from-scratch baseline) goes beyond
-EXPECTED = tuple(f"fig{i}" for i in range(1, 16)) + ("table1",)
+# fig1..fig14 and table1 are the paper's; fig15 and fig16 go beyond it
+EXPECTED = tuple(f"fig{i}" for i in range(1, 17)) + ("table1",)
 _MODULE = re.compile(r"^(fig|table)\d+$")
 
 # what each expected item is, for the pending list
@@ -49,7 +50,8 @@ DESCRIPTIONS = {
     "fig12": "ViT EMNIST -> shifted EMNIST (App. J)",
     "fig13": "two-layer LoRA escape times (App. K)",
     "fig14": "two-layer LoRA dynamics and rank (App. K)",
-    "fig15": "two-layer from-scratch baseline beside LoRA (beyond the paper)",
+    "fig15": "escape-step distribution at finite d, prediction against SGD (beyond the paper)",
+    "fig16": "two-layer from-scratch baseline beside LoRA (beyond the paper)",
     "table1": "ViT LoRA transfer table",
 }
 
@@ -79,6 +81,7 @@ class ReproduceResult:
     out: Path
     scale: str
     engine: str
+    seed: int = 0
     items: list[ItemResult] = field(default_factory=list)
     claims: list[Claim] = field(default_factory=list)
     seconds: float = 0.0
@@ -261,15 +264,17 @@ def reproduce(
         raise LoradynError(f"unknown scale {scale!r}: choose quick or paper")
     if engine not in ENGINES:
         raise LoradynError(f"unknown engine {engine!r}: choose reduced or dense")
+    seed = check_seed(seed)
     t0 = time.perf_counter()
     import_problems = discover()
     ids = parse_only(only, extra=import_problems)
     out = prepare_out(out)
+    kept = _previous_items(out, scale, engine, seed) if ids is not None else []
 
     specs = {s.id: s for s in registered()}
     every = set(EXPECTED) | set(specs) | set(import_problems)
     wanted = sorted(set(ids) if ids is not None else every, key=_order)
-    result = ReproduceResult(out=out, scale=scale, engine=engine)
+    result = ReproduceResult(out=out, scale=scale, engine=engine, seed=seed)
     runnable = []
     for fid in wanted:
         spec = specs.get(fid)
@@ -294,6 +299,7 @@ def reproduce(
             try:
                 fo = spec.make(ctx)
                 item = ItemResult(spec.id, spec.title, "done", fo, time.perf_counter() - t1)
+                (out / f"{spec.id}.error.txt").unlink(missing_ok=True)  # stale: it works now
             except ImportError as exc:
                 item = ItemResult(spec.id, spec.title, "pending", None, time.perf_counter() - t1,
                                   # a missing module names itself; a figure's own
@@ -309,6 +315,9 @@ def reproduce(
             bar.finish(update, item.status, item.seconds)
             result.items.append(item)
 
+    # a partial rerun (--only) keeps the other items of the report it reruns into
+    ran = {i.id for i in result.items}
+    result.items += [i for i in kept if i.id not in ran]
     result.items.sort(key=lambda i: _order(i.id))
     from . import claims as claims_mod
     from . import report as report_mod
@@ -321,9 +330,64 @@ def reproduce(
     return result
 
 
+def check_seed(seed: object) -> int:
+    """The base seed as an int in [0, 2^32 - 1 - 10^6] (room for the figures' offsets), else
+    a one-line error before any figure runs."""
+    return as_int("--seed", seed, lo=0, hi=2**32 - 1 - 10**6)
+
+
+def _previous_items(out: Path, scale: str, engine: str, seed: int) -> list[ItemResult]:
+    """The items of the report already in ``out`` (same scale, engine and seed), rebuilt
+    from its run.json; a done item whose files are gone is not kept."""
+    p = out / "run.json"
+    try:
+        info = json.loads(p.read_text())
+        if (info.get("scale"), info.get("engine"), info.get("seed", 0)) != (scale, engine, seed):
+            return []
+        items = []
+        for d in info.get("items", []):
+            fo = None
+            if d["status"] == "done":
+                o = d.get("output")
+                if not isinstance(o, dict):
+                    continue
+                files = [out / f for f in o.get("files", [])]
+                data = [out / f for f in o.get("data", [])]
+                if not all(f.exists() for f in files + data):
+                    continue
+                fo = FigureOutput(o.get("caption", ""), files, data,
+                                  [Claim(*c) for c in o.get("claims", [])],
+                                  o.get("kind", "figure"), o.get("html"))
+            item = ItemResult(d["id"], d.get("title", d["id"]), d["status"], fo,
+                              float(d.get("seconds", 0.0)), d.get("reason", ""))
+            item.cpu_seconds = float(d.get("cpu_seconds", 0.0))
+            items.append(item)
+        return items
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return []  # no readable earlier report: nothing to keep
+
+
+def _output_json(result: ReproduceResult, item: ItemResult) -> dict | None:
+    fo = item.output
+    if item.status != "done" or fo is None:
+        return None
+
+    def rel(f: Path) -> str:
+        try:
+            return Path(f).resolve().relative_to(result.out.resolve()).as_posix()
+        except ValueError:
+            return str(f)
+
+    return {"caption": fo.caption, "files": [rel(f) for f in fo.files],
+            "data": [rel(f) for f in fo.data], "kind": fo.kind, "html": fo.html,
+            "claims": [list(dataclasses.astuple(c)) for c in fo.claims]}
+
+
 def prepare_out(out: str | Path) -> Path:
     """Create ``out`` with ``figures/`` and ``data/``; a path that cannot be a directory
     (an existing file, or a folder below a file) is a user error."""
+    if not str(out).strip():
+        raise LoradynError("--out is empty: give the report's directory")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise LoradynError(f"--out {out} exists and is not a directory: choose another path")
@@ -361,12 +425,14 @@ def _write_run_json(result: ReproduceResult, ids: list[str] | None) -> Path:
         ),
         "scale": result.scale,
         "engine": result.engine,
+        "seed": result.seed,
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         "seconds": round(result.seconds, 2),
         "versions": package_versions(),
         "items": [
             {"id": i.id, "title": i.title, "status": i.status, "seconds": round(i.seconds, 2),
-             "cpu_seconds": round(i.cpu_seconds, 2), "reason": i.reason}
+             "cpu_seconds": round(i.cpu_seconds, 2), "reason": i.reason,
+             "output": _output_json(result, i)}
             for i in result.items
         ],
     }

@@ -20,6 +20,7 @@ would fail again, and retrying is a decision the user should make.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import os
 import sys
@@ -98,14 +99,21 @@ def _check_address(scheduler: str) -> None:
 
     try:
         scheme, _ = parse_address(scheduler)
-        if scheme in ("tcp", "tls"):
-            get_address_host_port(scheduler)
+        if scheme not in ("tcp", "tls"):
+            raise ValueError(f"{scheme}:// is not a network address"
+                             + (" (inproc:// lives inside one Python process)"
+                                if scheme == "inproc" else ""))
+        get_address_host_port(scheduler)
     except (ValueError, TypeError) as exc:
         msg = " ".join(str(exc).split())
         raise LoradynError(
             f"cannot connect to the Dask scheduler at {scheduler!r}: {msg} "
             "(give an address like tcp://host:8786)"
         ) from None
+
+
+CONNECT_TIMEOUT = "10s"
+"""How long ``sweep run --scheduler`` waits for the scheduler before a one-line error."""
 
 
 @contextlib.contextmanager
@@ -119,20 +127,39 @@ def _client(workers: int | None, scheduler: str | None, n_tasks: int) -> Iterato
     with contextlib.ExitStack() as stack:
         if scheduler is not None:
             _check_address(scheduler)
+            import dask
+
+            saved = copy.deepcopy(dask.config.config)
             try:
-                client = stack.enter_context(Client(scheduler, timeout="30s"))
-            except OSError as exc:
+                client = stack.enter_context(Client(scheduler, timeout=CONNECT_TIMEOUT))
+            except (OSError, TimeoutError, MemoryError, ValueError, TypeError,
+                    EOFError) as exc:
+                # a failed Client leaves its config behind: restore dask's as it was. A
+                # service that is not a Dask scheduler answers with bytes that read as a
+                # huge frame length (MemoryError) or a protocol error
+                dask.config.config.clear()
+                dask.config.config.update(saved)
+                why = " ".join(str(exc).split())[:200] or type(exc).__name__
+                if isinstance(exc, MemoryError):
+                    why = "it does not speak the Dask protocol"
                 raise LoradynError(
-                    f"cannot connect to the Dask scheduler at {scheduler!r}: {exc}"
+                    f"cannot connect to the Dask scheduler at {scheduler!r}: {why} "
+                    f"(timeout {CONNECT_TIMEOUT}); check the address and that the scheduler "
+                    "runs"
                 ) from None
         else:
             n = workers if workers is not None else min(os.cpu_count() or 1, n_tasks)
             cluster = stack.enter_context(
                 LocalCluster(
                     n_workers=max(1, n),
+                    host="127.0.0.1",
                     threads_per_worker=1,
                     processes=True,
                     dashboard_address=None,
+                    # no dashboard; the scheduler's small HTTP service (health, metrics),
+                    # which distributed always starts, on a free loopback port instead of
+                    # 8787 (no "port already in use" warning, nothing on other interfaces)
+                    scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
                     silence_logs=logging.ERROR,
                 )
             )
@@ -179,19 +206,37 @@ def run_sweep(
     """
     if workers is not None and scheduler is not None:
         raise LoradynError("give either --workers or --scheduler, not both")
+    if scheduler is not None:
+        _check_address(scheduler)  # a malformed address is refused even with nothing to run
     bad_workers = isinstance(workers, bool) or not isinstance(workers, int) or workers < 1
     if workers is not None and bad_workers:
         raise LoradynError(f"--workers = {workers!r} is invalid: give a positive integer")
-    spec = load_spec(spec_or_path)
+    try:
+        spec = load_spec(spec_or_path)
+    except OSError as exc:  # a folder, a path below a file, no permission
+        raise LoradynError(f"cannot read the sweep file {spec_or_path}: "
+                           f"{exc.strerror or exc}") from None
     kind = spec.task_kind()
     tasks = spec.tasks()
     if all(t.error for t in tasks):
         t = tasks[0]
         raise LoradynError(f"every task of the sweep is invalid, e.g. {t.label()}: {t.error}")
-    store = SweepStore.prepare(out, spec, tasks, reuse_other_code=reuse_other_code)
-    with store.lock("loradyn sweep run"):
-        store.clean_temporaries()
-        _run_pending(store, spec, kind, tasks, workers, scheduler, retry_failed, progress)
+    with contextlib.ExitStack() as stack:
+        # a new sweep connects first: nothing is written to ``out`` before the scheduler
+        # answers (a rerun of a finished sweep needs no scheduler: it connects only if
+        # some task is pending)
+        fresh = not Path(out).exists() or (Path(out).is_dir() and not any(Path(out).iterdir()))
+        client = (stack.enter_context(_client(None, scheduler, len(tasks)))
+                  if scheduler is not None and fresh else None)
+        try:
+            store = SweepStore.prepare(out, spec, tasks, reuse_other_code=reuse_other_code)
+        except OSError as exc:
+            raise LoradynError(f"cannot create the sweep directory {out}: "
+                               f"{exc.strerror or exc}; choose another --out") from None
+        with store.lock("loradyn sweep run"):
+            store.clean_temporaries()
+            _run_pending(store, spec, kind, tasks, workers, scheduler, retry_failed, progress,
+                         client)
     return store.status()
 
 
@@ -204,6 +249,7 @@ def _run_pending(
     scheduler: str | None,
     retry_failed: bool,
     progress: bool,
+    connected: Any = None,
 ) -> None:
     """Record invalid tasks, then run the unfinished valid ones and store each result.
 
@@ -238,7 +284,8 @@ def _run_pending(
     n_failed = sum(1 for t in tasks if states[t.key][0] != "done" and t not in pending
                    and store.has_error(t.key))
     total = len(tasks)
-    with _client(workers, scheduler, len(pending)) as client:
+    with (contextlib.nullcontext(connected) if connected is not None
+          else _client(workers, scheduler, len(pending))) as client:
         from dask.distributed import as_completed
 
         here = code_hash()
