@@ -30,6 +30,7 @@ _EXPORTS = {
     "tau": "loradyn.linearization",
     "singularities": "loradyn.linearization",
     "exit_time": "loradyn.linearization",
+    "escape_distribution": "loradyn.escape",
     "RunConfig": "loradyn.config",
     "simulate": "loradyn.engines",
     "run_sweep": "loradyn.sweep",

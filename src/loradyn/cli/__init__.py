@@ -20,7 +20,7 @@ import typer
 from ..errors import LoradynError
 
 # Command modules register themselves on ``app`` when imported.
-from . import reproduce, simulate, sweep, theory, twolayer, vit  # noqa: F401
+from . import escape, reproduce, simulate, sweep, theory, twolayer, vit  # noqa: F401
 from ._app import app
 
 __all__ = ["app", "main"]

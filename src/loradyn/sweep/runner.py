@@ -236,6 +236,8 @@ def run_sweep(
     """
     if workers is not None and scheduler is not None:
         raise LoradynError("give either --workers or --scheduler, not both")
+    if scheduler is not None:
+        _check_address(scheduler)  # a malformed address is refused even with nothing to run
     bad_workers = isinstance(workers, bool) or not isinstance(workers, int) or workers < 1
     if workers is not None and bad_workers:
         raise LoradynError(f"--workers = {workers!r} is invalid: give a positive integer")

@@ -61,7 +61,7 @@ from ..activations import get_activation
 from ..errors import LoradynError, check_mu
 
 Array = np.ndarray
-NORMS = ("none", "1/K", "1/sqrt(K)")
+NORMS = ("none", "1/K", "1/sqrt(K)", "auto")
 ENGINES = ("dense", "reduced", "ode")
 UPDATES = ("spherical", "renormalized")
 CLOSED_FORM = ("linear", "he2-norm")
@@ -78,15 +78,30 @@ def _act(name: object, what: str) -> str:
 def _norm_key(norm: object) -> str:
     key = str(norm).strip().replace(" ", "")
     low = {"none": "none", "1": "none", "1/k": "1/K", "1/sqrt(k)": "1/sqrt(K)",
-           "1/sqrtk": "1/sqrt(K)"}
+           "1/sqrtk": "1/sqrt(K)", "auto": "auto"}
     if key.lower() not in low:
         raise LoradynError(f"norm = {norm!r} is unknown: choose one of {', '.join(NORMS)}")
     return low[key.lower()]
 
 
-def norm_factor(norm: str, K: int) -> float:
-    r"""Output normalization :math:`\nu` (``none``: 1, ``1/K``, ``1/sqrt(K)``)."""
+def auto_norm(teacher: str, label: str | None = None) -> str:
+    r"""The reference code's readout convention: ``1/sqrt(K)`` when the label function has
+    Gaussian mean zero (:math:`E[T(\phi(z))] = 0`, :math:`z \sim N(0, 1)`; odd activations,
+    normalized Hermite polynomials), ``1/K`` otherwise (relu, sigmoid, squared labels)."""
+    from .moments import gaussian_means, target_fn
+
+    m1, m2 = gaussian_means(target_fn(teacher, label))
+    return "1/sqrt(K)" if abs(m1) <= 1e-12 * max(1.0, math.sqrt(abs(m2))) else "1/K"
+
+
+def norm_factor(norm: str, K: int, teacher: str | None = None, label: str | None = None) -> float:
+    r"""Output normalization :math:`\nu` (``none``: 1, ``1/K``, ``1/sqrt(K)``; ``auto`` picks
+    one of the last two from the teacher's Gaussian mean, :func:`auto_norm`)."""
     key = _norm_key(norm)
+    if key == "auto":
+        if teacher is None:
+            raise LoradynError("norm = auto needs the teacher activation to pick 1/K or 1/sqrt(K)")
+        key = auto_norm(teacher, label)
     return {"none": 1.0, "1/K": 1.0 / K, "1/sqrt(K)": 1.0 / math.sqrt(K)}[key]
 
 
@@ -130,7 +145,9 @@ class TwoLayerConfig:
     teacher
         Teacher activation :math:`\phi` (default: the student's).
     norm
-        Output normalization :math:`\nu`: ``none``, ``1/K`` or ``1/sqrt(K)``.
+        Output normalization :math:`\nu`: ``none``, ``1/K``, ``1/sqrt(K)`` or ``auto``
+        (``1/sqrt(K)`` for a label function with Gaussian mean zero, ``1/K`` otherwise, as
+        the reference code of the paper; :func:`auto_norm`).
     d, lr, batch, steps
         Dimension, learning rate :math:`\eta`, fresh samples per step, SGD steps. ODE time is
         ``step * lr``.
@@ -153,6 +170,15 @@ class TwoLayerConfig:
         always recorded.
     noise_term
         ODE engine only: include the finite-step drift proportional to :math:`\eta d/B`.
+    label
+        Label transform applied per teacher neuron, ``identity`` or ``square``:
+        :math:`y = \nu\sum_k T(\phi(w^*_k\cdot x))` (for ``K = 1`` the single-index labels).
+    from_scratch
+        Baseline without pre-training and without LoRA: the ``K`` student rows
+        :math:`w_k` are trained directly from random unit vectors (``mu`` only sets ``K``;
+        ``rank`` becomes ``K``, ``A`` is the identity and frozen, ``M`` is ``K x K``). Escape
+        is the first step with :math:`\max_{jk}|M_{jk}| \ge` ``threshold`` (some row
+        reaches the overlap with some teacher direction).
     ranks
         The ranks one :func:`loradyn.twolayer.simulate` call runs, stacked on a ``rank``
         dimension (default: ``(rank,)``); kept in the result's ``attrs["config"]``, so
@@ -180,6 +206,8 @@ class TwoLayerConfig:
     threshold: float = 0.5
     record_every: int | None = None
     noise_term: bool = True
+    label: str = "identity"
+    from_scratch: bool = False
     ranks: Any = None
     engine: str = "reduced"
     stop_on_escape: bool = False
@@ -201,6 +229,12 @@ class TwoLayerConfig:
         set_(self, "teacher", _act(self.teacher if self.teacher is not None else self.activation,
                                    "teacher"))
         set_(self, "norm", _norm_key(self.norm))
+        from ..activations import get_label
+
+        set_(self, "label", get_label(self.label).name)
+        set_(self, "from_scratch", bool(self.from_scratch))
+        if self.from_scratch:
+            set_(self, "rank", len(self.mu))
         set_(self, "d", _int("d", self.d, 2))
         set_(self, "lr", _pos("lr", self.lr))
         set_(self, "batch", _int("batch", self.batch, 1))
@@ -257,12 +291,18 @@ class TwoLayerConfig:
     @property
     def nu(self) -> float:
         r"""Output normalization :math:`\nu`."""
-        return norm_factor(self.norm, self.K)
+        return norm_factor(self.norm, self.K, self.teacher, self.label)
+
+    @property
+    def norm_used(self) -> str:
+        """The normalization in force (``auto`` resolved to ``1/K`` or ``1/sqrt(K)``)."""
+        return auto_norm(self.teacher, self.label) if self.norm == "auto" else self.norm
 
     @property
     def closed_form(self) -> bool:
         """True when the population loss has the closed form (linear / he2-norm pair)."""
-        return self.activation in CLOSED_FORM and self.teacher in CLOSED_FORM
+        return (self.activation in CLOSED_FORM and self.teacher in CLOSED_FORM
+                and self.label == "identity")
 
     def initial_overlaps(self) -> Array:
         """The fixed initial ``M_0`` (``r x K``) when ``m0`` is given (see module docstring)."""
@@ -394,7 +434,7 @@ def wishart(rng: np.random.Generator, df: int, scale: Array) -> Array:
 def initial_state(cfg: TwoLayerConfig, rng: np.random.Generator) -> State:
     """Draw ``(A_0, M_0, C_0)`` with the exact law of the dense initialization (see module doc)."""
     K, r, d = cfg.K, cfg.rank, cfg.d
-    A = np.full((K, r), float(cfg.a0))  # type: ignore[arg-type]
+    A = initial_A(cfg)
     if cfg.m0 is None:
         npar = rng.standard_normal((r, K))
         G = npar @ npar.T + bartlett_gram(rng, d - K, r)
@@ -410,6 +450,18 @@ def initial_state(cfg: TwoLayerConfig, rng: np.random.Generator) -> State:
         C = M @ M.T + np.outer(s, s) * R0
     C[np.arange(r), np.arange(r)] = 1.0
     return State(A, M, C)
+
+
+def initial_A(cfg: TwoLayerConfig) -> Array:
+    """``A_0``: all entries ``a0``; the identity (frozen) for ``from_scratch``."""
+    if cfg.from_scratch:
+        return np.eye(cfg.K)
+    return np.full((cfg.K, cfg.rank), float(cfg.a0))  # type: ignore[arg-type]
+
+
+def effective_mu(cfg: TwoLayerConfig) -> Array:
+    """The pre-trained alignments in the model: ``cfg.mu``, or zeros for ``from_scratch``."""
+    return np.zeros(cfg.K) if cfg.from_scratch else np.asarray(cfg.mu, dtype=float)
 
 
 def bartlett_gram(rng: np.random.Generator, df: int, r: int) -> Array:

@@ -1,0 +1,579 @@
+r"""Finite-``d`` law of the escape step of one-pass SGD (beyond Prop. 1).
+
+Prop. 1 gives the leading order :math:`t_{exit} \approx \tau\log(R\sqrt d)`. This module
+predicts the whole distribution of the escape step (first step with :math:`|m| \ge R`) of
+the rank-one model at finite ``d``, batch ``B`` and learning rate :math:`\eta`, without
+simulating. Derivation in ``docs/theory.md`` (section "Escape-time distribution"); in
+short:
+
+1. **Linear phase, exact mean map.** Near the saddle the mean SGD step is
+   :math:`x_{k+1} = (I + \eta J) x_k` with :math:`x = (u, m)` and the symmetric
+   :math:`J = [[-a, -b], [-b, 0]]` (:mod:`loradyn.linearization`). Its unstable
+   eigenvector :math:`e_+ = (\lambda_+, -b)/\sqrt{\lambda_+^2 + b^2}` is orthogonal to the
+   stable one, so the projection :math:`\alpha = e_+\cdot x` obeys
+   :math:`\alpha_{k+1} = (1 + \eta\lambda_+)\alpha_k + \eta\, e_{+,u}\,\zeta_k` exactly at
+   first order, with the per-step noise of the LoRA scale
+   :math:`\zeta_k \sim N(0, h_0/B)`, :math:`h_0 = E[g_0^2]` at :math:`(u, m) = (0, 0)`.
+2. **Random start plus noise.** :math:`\alpha_k = (1+\eta\lambda_+)^k(\alpha_0 + W_k)`, with
+   :math:`W_k \to W_\infty \sim N(0, s^2)`,
+   :math:`s^2 = \eta^2 e_{+,u}^2 (h_0/B) / ((1+\eta\lambda_+)^2 - 1)` (a discrete
+   Ornstein-Uhlenbeck sum), and :math:`\alpha_0 = e_{+,u} u_0 + e_{+,m} m_0` with
+   :math:`m_0` the overlap of a uniform start (mean 0, variance exactly :math:`1/d`; taken
+   Gaussian, an :math:`O(1/d)` error in shape). The effective amplitude
+   :math:`X = |\alpha_0 + W_\infty|` is a folded normal; for ``starts = r`` independent
+   directions (rank ``r``) the largest one escapes: :math:`P(X \le x) = F_1(x)^r`.
+3. **Nonlinear exit.** From amplitude :math:`\varepsilon` on the unstable manifold the
+   population flow with its finite-step term (:func:`loradyn.population.flow`,
+   ``step_noise = lr d / B``), in the modified-equation form
+   :math:`\dot x = F - \tfrac{\eta}{2} DF\,F` that the discrete map follows to
+   :math:`O(\eta^2)`, is integrated (vectorized L-stable Rosenbrock ROS2 with step control,
+   in the time :math:`s = \lambda_+ t`) until :math:`|m| = R`. This gives the steps
+   :math:`K(A)` from any amplitude :math:`A \ge \varepsilon` to the exit; below
+   :math:`\varepsilon`, :math:`K(x) = K(\varepsilon) + \log(\varepsilon/x)/\log(1 + \eta\lambda_+)`.
+4. **Law of the escape step.** :math:`T = K(X)` is decreasing in :math:`X`, so its
+   quantile :math:`q` is :math:`K(x_{1-q})`; the mean is :math:`\int K\,dF_X` by a
+   trapezoid rule in :math:`\log x`. The reported values add the continuity correction
+   1/2 (the escape step is the first integer step past the crossing).
+
+Valid while the noise is a small-amplitude effect (see ``in_regime`` and the docs).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import xarray as xr
+from scipy.special import ndtr
+
+from .errors import LoradynError, check_mu
+from .linearization import coefficients, growth_rate
+from .population import Problem, flow, make_problem, population
+
+Array = np.ndarray
+
+QUANTILES = (0.05, 0.10, 0.25, 0.50, 0.75, 0.90, 0.95)
+QUANTILE_NAMES = ("q05", "q10", "q25", "q50", "q75", "q90", "q95")
+#: ``lr d / B`` up to which the prediction is validated against the reduced engine
+#: (docs/theory.md, generated table); larger values are flagged ``in_regime = False``.
+REGIME_MAX_STEP_NOISE = 1.0
+#: limits of the two diagnostics (calibrated on the validation grid, docs/theory.md s. 12)
+MAX_START_NONLINEARITY = 1.0
+MAX_EXIT_DELAY = 0.5
+_NONLINEAR_TOL = 1e-3  # relative size of the cubic terms at the start amplitude epsilon
+_EPS_MAX = 0.05
+_ODE_TOL = 2e-3  # on the first-order embedded estimate (ROS2 itself is second order)
+_H_MAX = 0.25
+_JAC_EVERY = 4
+_EXIT_JUMP = 0.05  # largest step in log|m| across the radius (exit interpolation)
+_GAMMA = 1.0 + 1.0 / math.sqrt(2.0)  # ROS2
+
+
+def _smooth_nodes(problem: Problem) -> int:
+    """Quadrature size for the nonlinear exit: exact for polynomials, else a small rule."""
+    st, te = problem.student, problem.teacher
+    if st.degree is not None and te.degree is not None and not (st.kinks or te.kinks):
+        dt = te.degree * (2 if problem.target.label.name == "square" else 1)
+        # exact for the highest degree, E[g^2]: 2 (max(dt, ds) + ds - 1) <= 2n - 1
+        return max(dt, st.degree) + st.degree + 1
+    if st.kinks or te.kinks:
+        return 48  # panels of the split rule need more nodes than Gauss-Hermite
+    return 16
+
+
+@dataclass(frozen=True)
+class EscapeResult:
+    """Predicted law of the escape step, per ``mu`` (arrays over ``mu``).
+
+    Attributes
+    ----------
+    mu
+        Alignments.
+    quantiles
+        Shape ``(n_mu, 7)``: predicted escape-step quantiles at :data:`QUANTILES`.
+    mean
+        Predicted mean escape step.
+    tau, lambda_plus
+        Search-phase time and growth rate (natural units).
+    leading
+        Prop. 1's leading order :math:`\\tau\\log(R\\sqrt d)/\\eta` in steps.
+    noise_fraction
+        Share of the SGD noise in the variance of the effective start amplitude,
+        :math:`s^2 / (s^2 + e_{+,m}^2/d)` (1 for a fixed ``m0``).
+    in_regime
+        Where the prediction is validated: ``lr d / B <= REGIME_MAX_STEP_NOISE``, a finite
+        ``tau``, a mean flow that reaches the radius, ``start_nonlinearity <= 1`` and
+        ``exit_delay <= 0.5``.
+    start_nonlinearity
+        Relative deviation of the flow from its linearization at the typical start
+        amplitude :math:`|c| + 2\\sigma` along :math:`e_+` (large for a kinked student at
+        small ``mu``, where :math:`u_0 \\sim \\mu`).
+    exit_delay
+        How much longer the nonlinear exit takes than the linear extrapolation to ``R``, in
+        units of :math:`\tau`; large near a fixed point of the mean flow below ``R``, where
+        the exit is noise-driven.
+    config
+        The settings (problem, ``d``, ``lr``, ``batch``, ``radius``, ``u0``, ``m0``, ``starts``).
+    """
+
+    mu: Array
+    quantiles: Array
+    mean: Array
+    tau: Array
+    lambda_plus: Array
+    leading: Array
+    noise_fraction: Array
+    in_regime: Array
+    start_nonlinearity: Array
+    exit_delay: Array
+    config: dict
+    _tables: list = field(default_factory=list, repr=False, compare=False)
+
+    def rows(self) -> list[dict[str, float | bool]]:
+        """One dict per mu: ``mu, q05, ..., q95, mean, tau, leading, noise_fraction, in_regime``."""
+        out = []
+        for i, m in enumerate(np.atleast_1d(self.mu)):
+            r: dict[str, float | bool] = {"mu": float(m)}
+            r.update({k: float(v) for k, v in zip(QUANTILE_NAMES, self.quantiles[i], strict=True)})
+            r["mean"] = float(self.mean[i])
+            r["tau"] = float(self.tau[i])
+            r["leading"] = float(self.leading[i])
+            r["noise_fraction"] = float(self.noise_fraction[i])
+            r["start_nonlinearity"] = float(self.start_nonlinearity[i])
+            r["exit_delay"] = float(self.exit_delay[i])
+            r["in_regime"] = bool(self.in_regime[i])
+            out.append(r)
+        return out
+
+    def to_dataset(self) -> xr.Dataset:
+        """An :class:`xarray.Dataset` over ``(mu, level)``, the config as JSON in ``attrs``."""
+        mu = np.atleast_1d(self.mu)
+        ds = xr.Dataset(
+            {
+                "escape_quantile": (("mu", "level"), self.quantiles),
+                "escape_mean": ("mu", self.mean),
+                "tau": ("mu", self.tau),
+                "lambda_plus": ("mu", self.lambda_plus),
+                "leading_order": ("mu", self.leading),
+                "noise_fraction": ("mu", self.noise_fraction),
+                "start_nonlinearity": ("mu", self.start_nonlinearity),
+                "exit_delay": ("mu", self.exit_delay),
+                "in_regime": ("mu", self.in_regime.astype(bool)),
+            },
+            coords={"mu": mu, "level": np.asarray(QUANTILES)},
+            attrs={"config": json.dumps(self.config, sort_keys=True),
+                   "units": "SGD steps", "method": "loradyn.escape.escape_distribution"},
+        )
+        return ds
+
+    def cdf(self, i: int, steps: Array) -> Array:
+        """Predicted :math:`P(T \\le t)` of the escape step at ``mu[i]`` (continuity-corrected).
+
+        ``steps`` are escape steps (e.g. simulated ones minus a uniform jitter in [0, 1),
+        which makes the integer steps continuous for a Kolmogorov-Smirnov test).
+        """
+        tab = self._tables[i]
+        t = np.asarray(steps, dtype=float) - 0.5
+        if tab is None:
+            return np.full(t.shape, np.nan)
+        x = _x_of_steps(tab, t)
+        return 1.0 - _cdf_x(x, tab["c"], tab["sigma"], tab["starts"])
+
+
+def _cdf_x(x: Array, c: float | Array, sigma: float | Array, starts: int) -> Array:
+    """:math:`P(\\max_{j\\le r}|\\alpha_j| \\le x)`, iid :math:`\\alpha_j \\sim N(c, \\sigma^2)`."""
+    x = np.maximum(np.asarray(x, dtype=float), 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sig = np.where(sigma > 0, sigma, 1.0)
+        f1 = np.where(sigma > 0, ndtr((x - c) / sig) - ndtr((-x - c) / sig),
+                      (x >= np.abs(c)).astype(float))
+    return np.clip(f1, 0.0, 1.0) ** starts
+
+
+def _quantile_x(p: Array, c: Array, sigma: Array, starts: int) -> Array:
+    """Quantiles of :math:`X` (rows: mu, columns: levels ``p``) by bisection in ``log x``."""
+    c = np.asarray(c)[:, None]
+    sigma = np.asarray(sigma)[:, None]
+    p = np.broadcast_to(np.asarray(p)[None, :], (c.shape[0], len(p)))
+    scale = np.abs(c) + np.where(sigma > 0, sigma, 0.0)
+    scale = np.where(scale > 0, scale, 1.0)
+    lo = np.log(scale) - 60.0
+    hi = np.log(scale) + np.log(60.0)
+    lo = np.broadcast_to(lo, p.shape).copy()
+    hi = np.broadcast_to(hi, p.shape).copy()
+    for _ in range(80):
+        mid = 0.5 * (lo + hi)
+        below = _cdf_x(np.exp(mid), c, sigma, starts) < p
+        lo = np.where(below, mid, lo)
+        hi = np.where(below, hi, mid)
+    return np.exp(0.5 * (lo + hi))
+
+
+def _steps_of_x(tab: dict, x: Array) -> Array:
+    """Steps :math:`K(x)` from start amplitude ``x`` to the exit (decreasing in ``x``)."""
+    x = np.asarray(x, dtype=float)
+    logA, K = tab["logA"], tab["K"]
+    with np.errstate(divide="ignore"):
+        lx = np.log(np.maximum(x, 1e-300))
+    lin = K[0] + (logA[0] - lx) / tab["g"]
+    inside = np.interp(lx, logA, K)
+    return np.where(lx <= logA[0], lin, np.where(lx >= logA[-1], 0.0, inside))
+
+
+def _x_of_steps(tab: dict, t: Array) -> Array:
+    """Inverse of :func:`_steps_of_x`: the amplitude from which the exit takes ``t`` steps."""
+    t = np.asarray(t, dtype=float)
+    logA, K = tab["logA"], tab["K"]
+    lin = logA[0] - (t - K[0]) * tab["g"]
+    # K is decreasing along logA: interpolate on the reversed arrays
+    inside = np.interp(t, K[::-1], logA[::-1])
+    lx = np.where(t >= K[0], lin, np.where(t <= 0.0, logA[-1], inside))
+    return np.exp(lx)
+
+
+def _ros2_paths(
+    problem: Problem,
+    mu: Array,
+    lam: Array,
+    e_u: Array,
+    e_m: Array,
+    step_noise: float,
+    lr: float,
+    radius: float,
+    nodes: int,
+    a_coef: Array,
+    b_coef: Array,
+    tol: float | None = None,
+) -> list[dict | None]:
+    """Integrate the modified flow from the unstable manifold to ``|m| = R`` (all mu at once).
+
+    Time ``s = lambda_+ t``. ROS2 (a W-method: second order for any approximation of the
+    Jacobian, refreshed every ``_JAC_EVERY`` steps) with step control on its embedded
+    first-order solution. Returns per mu ``{"logA", "s", "s_exit"}`` along the path
+    (``None`` where the flow does not reach the radius within ``log(1/eps) + 30``).
+    """
+    tol = _ODE_TOL if tol is None else tol
+    n = mu.size
+
+    def raw(x: Array, idx: Array) -> Array:
+        du, dm, _ = flow(problem, x[:, 0], x[:, 1], mu[idx], step_noise=step_noise,
+                         nodes=nodes)
+        return np.stack([du, dm], axis=-1) / lam[idx, None]
+
+    # Control variate: the small quadrature's linear part J_q is replaced by the exact J
+    # (1-D quadrature of a, b), F = J x + (F_q(x) - J_q x). Near mu = 1 the growth rate is a
+    # tiny difference of O(1) terms, so the linear part needs the accurate rule; the
+    # nonlinear remainder is small and tolerates a small rule.
+    all_idx = np.arange(n)
+    d0 = 1e-6
+    Jq = np.empty((n, 2, 2))
+    for j in range(2):
+        x0 = np.zeros((n, 2))
+        x0[:, j] = d0
+        Jq[:, :, j] = (raw(x0, all_idx) - raw(-x0, all_idx)) / (2 * d0)
+    Jx = np.stack([np.stack([-a_coef, -b_coef], -1), np.stack([-b_coef, np.zeros(n)], -1)],
+                  -2) / lam[:, None, None]
+    dJ = Jx - Jq
+
+    def field(x: Array, idx: Array) -> Array:
+        return raw(x, idx) + np.einsum("nij,nj->ni", dJ[idx], x)
+
+    def jac(x: Array, f0: Array, idx: Array) -> Array:
+        J = np.empty((idx.size, 2, 2))
+        nrm = np.maximum(np.linalg.norm(x, axis=-1), 1e-12)
+        for j in range(2):
+            dx = np.zeros_like(x)
+            dx[:, j] = 1e-7 * nrm
+            J[:, :, j] = (field(x + dx, idx) - f0) / dx[:, j:j + 1]
+        return J
+
+    def solve(W: Array, r: Array) -> Array:
+        det = W[:, 0, 0] * W[:, 1, 1] - W[:, 0, 1] * W[:, 1, 0]
+        return np.stack([W[:, 1, 1] * r[:, 0] - W[:, 0, 1] * r[:, 1],
+                         -W[:, 1, 0] * r[:, 0] + W[:, 0, 0] * r[:, 1]], -1) / det[:, None]
+
+    e = np.stack([e_u, e_m], -1)
+
+    def deviation(eps: Array) -> Array:
+        f_t = field(eps[:, None] * e, all_idx)
+        return np.linalg.norm(f_t - eps[:, None] * e, axis=-1) / eps
+
+    # start amplitude: nonlinear terms of relative size _NONLINEAR_TOL. The flow is odd in
+    # (u, m), so they are cubic (deviation ~ eps^2) for smooth activations; a kink makes
+    # them quadratic (ReLU: |u| enters), hence the second, linear-rule correction.
+    eps = np.full(n, 1e-2)
+    with np.errstate(divide="ignore"):
+        eps = np.clip(eps * np.sqrt(_NONLINEAR_TOL / np.maximum(deviation(eps), 1e-300)),
+                      1e-8, _EPS_MAX)
+        dev = deviation(eps)
+        eps = np.where(dev > 2 * _NONLINEAR_TOL,
+                       np.clip(eps * _NONLINEAR_TOL / np.maximum(dev, 1e-300), 1e-8, _EPS_MAX),
+                       eps)
+    x = eps[:, None] * e
+    s = np.zeros(n)
+    h = np.full(n, 0.1)
+    s_cap = np.log(1.0 / eps) + 30.0
+    cap = 4096
+    path_s = np.zeros((n, cap))
+    path_a = np.zeros((n, cap))
+    path_a[:, 0] = eps
+    count = np.ones(n, dtype=np.int64)
+    s_exit = np.full(n, np.nan)
+    active = np.ones(n, bool)
+    ka = lr * lam / 2.0  # modified equation in s-time: f - (eta lambda / 2) J_s f
+    J = np.zeros((n, 2, 2))
+    age = np.full(n, _JAC_EVERY)
+    for _ in range(20000):
+        idx = np.flatnonzero(active & (count < cap))
+        if idx.size == 0:
+            break
+        xa, ha = x[idx], h[idx]
+        f0 = field(xa, idx)
+        old = age[idx] >= _JAC_EVERY
+        if np.any(old):
+            sub = idx[old]
+            J[sub] = jac(xa[old], f0[old], sub)
+            age[sub] = 0
+        Ja = J[idx]
+        fm = f0 - ka[idx, None] * np.einsum("nij,nj->ni", Ja, f0)
+        Jm = Ja - ka[idx, None, None] * np.einsum("nij,njk->nik", Ja, Ja)
+        W = np.eye(2)[None] - _GAMMA * ha[:, None, None] * Jm
+        k1 = solve(W, fm)
+        f1 = field(xa + ha[:, None] * k1, idx)
+        f1m = f1 - ka[idx, None] * np.einsum("nij,nj->ni", Ja, f1)
+        k2 = solve(W, f1m - 2.0 * k1)
+        xn = xa + ha[:, None] * (1.5 * k1 + 0.5 * k2)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            err = np.linalg.norm(0.5 * ha[:, None] * (k1 + k2), axis=-1) / np.maximum(
+                np.linalg.norm(xa, axis=-1), 1e-300)
+            m_old, m_new = np.abs(xa[:, 1]), np.abs(xn[:, 1])
+            jump = np.log(np.maximum(m_new, 1e-300) / np.maximum(m_old, 1e-300))
+        crosses = m_new >= radius
+        big_jump = crosses & ~(jump <= _EXIT_JUMP)
+        ok = np.isfinite(err) & (err <= tol) & np.all(np.isfinite(xn), axis=-1) & ~big_jump
+        with np.errstate(divide="ignore", invalid="ignore"):
+            fac = np.clip(0.9 * np.sqrt(tol / np.maximum(err, 1e-300)), 0.2, 2.0)
+            fac = np.where(big_jump & np.isfinite(jump),
+                           np.minimum(fac, 0.8 * _EXIT_JUMP / np.maximum(jump, 1e-300)), fac)
+        fac = np.where(np.isfinite(fac), fac, 0.2)
+        age[idx] += 1
+        age[idx[~ok]] = _JAC_EVERY  # a rejected step refreshes the Jacobian
+        # exits: interpolate log|m| linearly in s inside the step
+        ex = ok & crosses
+        if np.any(ex):
+            i_ex = idx[ex]
+            lo_m = np.log(np.maximum(m_old[ex], 1e-300))
+            hi_m = np.log(m_new[ex])
+            frac = np.where(hi_m > lo_m, (math.log(radius) - lo_m) / np.where(
+                hi_m > lo_m, hi_m - lo_m, 1.0), 1.0)
+            s_exit[i_ex] = s[i_ex] + ha[ex] * np.clip(frac, 0.0, 1.0)
+            active[i_ex] = False
+        mv = ok & ~crosses
+        if np.any(mv):
+            i_mv = idx[mv]
+            s[i_mv] += ha[mv]
+            x[i_mv] = xn[mv]
+            path_s[i_mv, count[i_mv]] = s[i_mv]
+            path_a[i_mv, count[i_mv]] = np.abs(np.einsum("ni,ni->n", xn[mv], e[i_mv]))
+            count[i_mv] += 1
+            active[i_mv[s[i_mv] > s_cap[i_mv]]] = False
+        h[idx] = np.minimum(ha * fac, _H_MAX)
+    out: list[dict | None] = []
+    for i in range(n):
+        if not np.isfinite(s_exit[i]):
+            out.append(None)
+            continue
+        k = count[i]
+        a = np.maximum.accumulate(path_a[i, :k])
+        out.append({"logA": np.log(a), "s": path_s[i, :k].copy(), "s_exit": float(s_exit[i])})
+    return out
+
+
+def escape_distribution(
+    problem: Problem | str,
+    mu: Array | float,
+    *,
+    d: int,
+    lr: float,
+    batch: int,
+    radius: float = 0.5,
+    u0: float | None = None,
+    m0: float | None = None,
+    starts: int = 1,
+    student: str | None = None,
+    label: str | None = None,
+    loss: str = "mse",
+    nodes: int | None = None,
+) -> EscapeResult:
+    r"""Predicted law of the escape step of one-pass spherical SGD (rank one, aligned).
+
+    The escape step is the first SGD step with :math:`|m| \ge R`, from :math:`u_0` and
+    :math:`m_0` (default: :math:`u_0 = 1/\sqrt d`, :math:`w_0` uniform on the sphere). The
+    law is :math:`T = K(X)` with :math:`X = \max_{j \le r} |\alpha_j|`,
+    :math:`\alpha_j \sim N(e_{+,u}u_0 [+ e_{+,m}m_0], s^2 [+ e_{+,m}^2/d])`, and :math:`K`
+    the steps from amplitude :math:`X` to the radius along the unstable manifold of the
+    modified population flow (module docstring; derivation in docs/theory.md).
+
+    Parameters
+    ----------
+    problem
+        A :class:`~loradyn.population.Problem` or a teacher name (then ``student``,
+        ``label``, ``loss``).
+    mu
+        Alignments in (0, 1].
+    d, lr, batch
+        Dimension (>= 3), learning rate (> 0) and batch size (>= 1).
+    radius
+        Escape level :math:`R` on :math:`|m|`, in (0, 1).
+    u0, m0
+        Initial LoRA scale (default :math:`1/\sqrt d`) and a fixed initial overlap
+        (default: random, uniform :math:`w_0`).
+    starts
+        Number ``r`` of independent directions that compete; the largest escapes first.
+    nodes
+        Quadrature size of the nonlinear exit (default: exact for polynomials, 24 for
+        smooth, 12 per panel for kinked activations).
+
+    Returns
+    -------
+    EscapeResult
+        Quantiles (5 ... 95 %) and mean of the escape step per ``mu``, in SGD steps.
+    """
+    pr = problem if isinstance(problem, Problem) else make_problem(
+        problem, student, label=label, loss=loss)
+    check_mu(mu)
+    mu_arr = np.atleast_1d(np.asarray(mu, dtype=float)).ravel()
+    if np.any(mu_arr == 0.0):
+        raise LoradynError("mu = 0 is not supported by the escape prediction: choose mu in (0, 1]")
+    d = _check_int("d", d, 3)
+    batch = _check_int("batch", batch, 1)
+    starts = _check_int("starts", starts, 1)
+    lr = _check_float("lr", lr)
+    if lr <= 0:
+        raise LoradynError(f"lr = {lr:g} is invalid: the learning rate must be > 0")
+    radius = _check_float("radius", radius)
+    if not 0.0 < radius < 1.0:
+        raise LoradynError(f"radius = {radius:g} is invalid: choose the escape radius in (0, 1)")
+    u0v = 1.0 / math.sqrt(d) if u0 is None else _check_float("u0", u0)
+    m0v = None if m0 is None else _check_float("m0", m0)
+    if m0v is not None and not -1.0 < m0v < 1.0:
+        raise LoradynError(f"m0 = {m0v:g} is invalid: the initial overlap must lie in (-1, 1)")
+    if m0v is not None and abs(m0v) >= radius:
+        raise LoradynError(f"|m0| = {abs(m0v):g} >= radius = {radius:g}: the start has "
+                           "already escaped; choose a smaller m0 or a larger radius")
+    step_noise = lr * d / batch
+    n = mu_arr.size
+
+    a, b = coefficients(pr, mu_arr)
+    lam = growth_rate(a, b)
+    good = np.isfinite(lam) & (lam > 0)
+    nrm = np.sqrt(np.where(good, lam * lam + b * b, 1.0))
+    e_u = np.where(good, lam / nrm, 0.0)
+    e_m = np.where(good, -b / nrm, 0.0)
+    flip = e_m < 0  # orient e_+ so that m grows along it ((u, m) -> (-u, -m) is a symmetry)
+    e_u, e_m = np.where(flip, -e_u, e_u), np.where(flip, -e_m, e_m)
+    h0 = population(pr, 0.0, 0.0, mu_arr).h
+    g = np.log1p(lr * np.where(good, lam, 0.0))  # growth of alpha per step
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s2 = np.where(good, lr * lr * e_u * e_u * h0 / batch / np.expm1(2.0 * g), 0.0)
+    c = e_u * u0v + (e_m * m0v if m0v is not None else 0.0)
+    var_m = 0.0 if m0v is not None else e_m * e_m / d
+    sigma = np.sqrt(s2 + var_m)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        noise_fraction = np.where(sigma > 0, s2 / np.where(sigma > 0, sigma, 1.0) ** 2, 0.0)
+
+    tables: list[dict | None] = [None] * n
+    gi = np.flatnonzero(good)
+    if gi.size:
+        paths = _ros2_paths(pr, mu_arr[gi], lam[gi], e_u[gi], e_m[gi], step_noise, lr, radius,
+                            nodes or _smooth_nodes(pr), a[gi], b[gi])
+        for loc, i in enumerate(gi):
+            p = paths[loc]
+            if p is None:
+                continue
+            K = (p["s_exit"] - p["s"]) / (lam[i] * lr)
+            tables[i] = {"logA": p["logA"], "K": K, "g": g[i], "c": float(c[i]),
+                         "sigma": float(sigma[i]), "starts": starts}
+
+    q = np.full((n, len(QUANTILES)), np.nan)
+    mean = np.full(n, np.nan)
+    ok = np.array([t is not None for t in tables])
+    if np.any(ok):
+        oi = np.flatnonzero(ok)
+        xq = _quantile_x(1.0 - np.asarray(QUANTILES), c[oi], sigma[oi], starts)
+        for loc, i in enumerate(oi):
+            q[i] = _steps_of_x(tables[i], xq[loc]) + 0.5
+            mean[i] = _mean_steps(tables[i]) + 0.5
+    # lambda_+ = 0 (a singularity of tau): the search phase never ends at this order
+    q[~good & (lam == 0)] = np.inf
+    mean[~good & (lam == 0)] = np.inf
+    with np.errstate(divide="ignore"):
+        tau_v = np.where(lam > 0, 1.0 / np.where(lam > 0, lam, 1.0), np.inf)
+    leading = tau_v * max(0.5 * math.log(d) + math.log(radius), 0.0) / lr
+    # diagnostics of the two approximations that can fail inside lr d / B <= 1
+    start_nl = np.full(n, np.nan)
+    delay = np.full(n, np.nan)
+    if np.any(ok):
+        oi = np.flatnonzero(ok)
+        amp = np.abs(c[oi]) + 2.0 * sigma[oi]
+        du, dm, _ = flow(pr, amp * e_u[oi], amp * e_m[oi], mu_arr[oi], step_noise=step_noise,
+                         nodes=nodes or _smooth_nodes(pr))
+        f = np.stack([du, dm], -1) / lam[oi, None]
+        lin = amp[:, None] * np.stack([e_u[oi], e_m[oi]], -1)
+        start_nl[oi] = np.linalg.norm(f - lin, axis=-1) / amp
+        for i in oi:
+            t = tables[i]
+            delay[i] = t["K"][0] * t["g"] - math.log(radius / math.exp(t["logA"][0]))
+    in_regime = (ok & (step_noise <= REGIME_MAX_STEP_NOISE) & (start_nl <= MAX_START_NONLINEARITY)
+                 & (delay <= MAX_EXIT_DELAY))
+    cfg = {"problem": pr.describe(), "teacher": pr.teacher.name, "student": pr.student.name,
+           "label": pr.target.label.name, "loss": pr.loss, "d": d, "lr": lr, "batch": batch,
+           "radius": radius, "u0": u0v, "m0": m0v, "starts": starts,
+           "step_noise": step_noise, "quantiles": list(QUANTILES)}
+    return EscapeResult(mu_arr, q, mean, tau_v, lam, leading, noise_fraction, in_regime,
+                        start_nl, delay, cfg, tables)
+
+
+def _mean_steps(tab: dict, points: int = 2000) -> float:
+    r""":math:`E[K(X)] = \int K(x)\, f_X(x)\, x\, d\log x` (trapezoid on a log grid)."""
+    c, sigma, r = tab["c"], tab["sigma"], tab["starts"]
+    if sigma <= 0:
+        return float(_steps_of_x(tab, np.array([abs(c)]))[0])
+    top = math.log(abs(c) + 14.0 * sigma)
+    v = np.linspace(math.log(sigma) - 35.0, top, points)
+    x = np.exp(v)
+    F = _cdf_x(x, c, sigma, r)
+    # density of X from the exact CDF: r F1^(r-1) f1
+    f1 = (np.exp(-0.5 * ((x - c) / sigma) ** 2) + np.exp(-0.5 * ((x + c) / sigma) ** 2)) / (
+        sigma * math.sqrt(2.0 * math.pi))
+    F1 = np.clip(F, 0.0, 1.0) ** (1.0 / r)
+    dens = r * F1 ** (r - 1) * f1 if r > 1 else f1
+    y = _steps_of_x(tab, x) * dens * x
+    return float(np.sum(0.5 * (y[1:] + y[:-1]) * np.diff(v)))
+
+
+def _check_int(name: str, value: object, lo: int) -> int:
+    if isinstance(value, bool):
+        raise LoradynError(f"{name} = {value!r} is invalid: {name} must be an integer >= {lo}")
+    try:
+        f = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise LoradynError(f"{name} = {value!r} is invalid: {name} must be an integer >= {lo}") \
+            from None
+    if not math.isfinite(f) or not f.is_integer():
+        raise LoradynError(f"{name} = {value!r} is invalid: {name} must be an integer >= {lo}")
+    if f < lo:
+        raise LoradynError(f"{name} = {int(f)} is too small: {name} must be an integer >= {lo}")
+    return int(f)
+
+
+def _check_float(name: str, value: object) -> float:
+    try:
+        v = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise LoradynError(f"{name} = {value!r} is not a number: give a finite number") from None
+    if not math.isfinite(v):
+        raise LoradynError(f"{name} = {value!r} is not finite: give a finite number")
+    return v

@@ -1,0 +1,175 @@
+"""Escape-time distribution (loradyn.escape): API, exact pieces, agreement with the reduced
+engine on a small subset, CLI and bad input. Budget: about 15 s."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from scipy import stats
+
+import loradyn
+from loradyn.cli import main
+from loradyn.config import RunConfig
+from loradyn.engines import simulate
+from loradyn.errors import LoradynError
+from loradyn.escape import QUANTILE_NAMES, QUANTILES, _cdf_x, _quantile_x, escape_distribution
+
+
+def run(args, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    out, err = capsys.readouterr()
+    return exc.value.code, out, err
+
+
+def test_api_shapes_order_and_dataset():
+    r = loradyn.escape_distribution("erf", [0.2, 0.5], d=1000, lr=0.2, batch=500)
+    assert r.quantiles.shape == (2, 7)
+    assert np.all(np.diff(r.quantiles, axis=1) > 0)  # quantiles increase
+    # the median sits above Prop. 1's leading order (projection, nonlinear exit)
+    assert np.all(r.quantiles[:, 3] > r.leading)
+    assert np.all(r.quantiles[:, 0] < r.mean) and np.all(r.mean < r.quantiles[:, -1])
+    assert np.all(r.in_regime)
+    ds = r.to_dataset()
+    assert list(ds.level.values) == list(QUANTILES)
+    cfg = json.loads(ds.attrs["config"])
+    assert cfg["d"] == 1000 and cfg["batch"] == 500 and cfg["m0"] is None
+    assert math.isclose(cfg["u0"], 1 / math.sqrt(1000))
+    np.testing.assert_allclose(ds.escape_quantile.values, r.quantiles)
+    assert [k for k in r.rows()[0]][:9] == ["mu", *QUANTILE_NAMES, "mean"]
+
+
+def test_folded_normal_quantiles_invert_the_cdf():
+    c = np.array([0.0, 0.3, -1.0])
+    s = np.array([1.0, 0.2, 0.5])
+    p = np.array([0.05, 0.5, 0.95])
+    for r in (1, 3):
+        x = _quantile_x(p, c, s, r)
+        np.testing.assert_allclose(_cdf_x(x, c[:, None], s[:, None], r),
+                                   np.broadcast_to(p, x.shape), atol=1e-10)
+
+
+def test_mean_and_quantiles_agree_with_monte_carlo_of_the_same_law():
+    """The quadrature of the mean and the quantile inversion against draws of X."""
+    r = escape_distribution("linear", [0.3], d=500, lr=0.2, batch=100, starts=2)
+    tab = r._tables[0]
+    rng = np.random.default_rng(1)
+    a = rng.normal(tab["c"], tab["sigma"], size=(400_000, 2))
+    from loradyn.escape import _steps_of_x
+    t = _steps_of_x(tab, np.abs(a).max(axis=1)) + 0.5
+    assert abs(t.mean() / r.mean[0] - 1) < 3e-3
+    np.testing.assert_allclose(np.quantile(t, QUANTILES), r.quantiles[0], rtol=3e-3)
+    # and the CDF used by the KS test is the law of the quantiles
+    np.testing.assert_allclose(r.cdf(0, r.quantiles[0]), QUANTILES, atol=1e-6)
+
+
+def test_ode_and_quadrature_convergence(monkeypatch):
+    import loradyn.escape as E
+
+    base = escape_distribution("erf", [0.1, 0.6, 0.9], d=1000, lr=0.2, batch=500)
+    fine = escape_distribution("erf", [0.1, 0.6, 0.9], d=1000, lr=0.2, batch=500, nodes=48)
+    np.testing.assert_allclose(base.quantiles, fine.quantiles, rtol=2e-3)
+    monkeypatch.setattr(E, "_ODE_TOL", E._ODE_TOL / 10)
+    tight = escape_distribution("erf", [0.1, 0.6, 0.9], d=1000, lr=0.2, batch=500)
+    np.testing.assert_allclose(base.quantiles, tight.quantiles, rtol=4e-3)
+
+
+def test_fixed_m0_narrows_and_noise_widens():
+    rand = escape_distribution("linear", [0.5], d=1000, lr=0.2, batch=500)
+    fixed = escape_distribution("linear", [0.5], d=1000, lr=0.2, batch=500, m0=1 / math.sqrt(1000))
+    assert np.ptp(fixed.quantiles) < 0.5 * np.ptp(rand.quantiles)
+    assert math.isclose(fixed.noise_fraction[0], 1.0)
+    noisy = escape_distribution("linear", [0.5], d=1000, lr=0.2, batch=50, m0=1 / math.sqrt(1000))
+    assert np.ptp(noisy.quantiles) > 2 * np.ptp(fixed.quantiles)
+    # more competing directions escape earlier
+    r4 = escape_distribution("linear", [0.5], d=1000, lr=0.2, batch=500, starts=4)
+    assert r4.quantiles[0, 3] < rand.quantiles[0, 3]
+
+
+def test_outside_regime_is_flagged():
+    r = escape_distribution("linear", [0.2], d=1000, lr=0.2, batch=10)  # lr d / B = 20
+    assert not r.in_regime[0]
+    # a kinked student with u0 ~ mu: the flow is far from linear at the start
+    r = escape_distribution("relu", [0.05, 0.5], d=1000, lr=0.2, batch=500)
+    assert r.start_nonlinearity[0] > 1.0 > r.start_nonlinearity[1]
+    assert list(r.in_regime) == [False, True]
+    # He3 near its fixed point below R: the nonlinear exit lags (noise-driven exit)
+    r = escape_distribution("he3", [0.5, 0.8], d=1000, lr=0.2 / 18, batch=111)
+    assert r.exit_delay[1] > 0.5 > r.exit_delay[0]
+    assert list(r.in_regime) == [True, False]
+
+
+def test_singularity_gives_infinite_escape():
+    r = escape_distribution("linear", [1.0], d=1000, lr=0.2, batch=500)
+    assert np.all(np.isinf(r.quantiles)) and not r.in_regime[0]
+
+
+@pytest.mark.parametrize("mu", [0.2, 0.6])
+def test_agrees_with_the_reduced_engine_linear(mu):
+    """Small subset of scripts/escape_validation.py: linear (Gram sampler), d = 300."""
+    d, lr, batch = 300, 0.2, 60  # lr d / B = 1
+    pred = escape_distribution("linear", [mu], d=d, lr=lr, batch=batch)
+    steps = int(1.6 * pred.quantiles[0, -1]) + 20
+    ds = simulate(RunConfig(teacher="linear", mu=[mu], d=d, lr=lr, batch=batch, steps=steps,
+                            seeds=400, record_every=steps))
+    e = ds.escape_step.values[0].astype(float)
+    e[e < 0] = np.inf
+    sim = np.quantile(e, QUANTILES)
+    assert abs(pred.quantiles[0, 3] / sim[3] - 1) < 0.10
+    assert np.all(np.abs(pred.quantiles[0, [1, 5]] / sim[[1, 5]] - 1) < 0.15)
+    jit = e - np.random.default_rng(0).random(e.size)
+    assert stats.kstest(jit, lambda t: pred.cdf(0, t)).pvalue > 0.01
+
+
+def test_bad_input_is_a_loradyn_error():
+    for kw, word in [(dict(d=2), "d = 2"), (dict(lr=0.0), "lr"), (dict(batch=0), "batch"),
+                     (dict(radius=1.5), "radius"), (dict(m0=0.6), "m0"),
+                     (dict(starts=0), "starts"), (dict(u0=float("nan")), "u0")]:
+        args = dict(d=1000, lr=0.2, batch=500) | kw
+        with pytest.raises(LoradynError, match=word):
+            escape_distribution("erf", [0.5], **args)
+    with pytest.raises(LoradynError, match="mu = 0"):
+        escape_distribution("erf", [0.0, 0.5], d=1000, lr=0.2, batch=500)
+    with pytest.raises(LoradynError, match="outside"):
+        escape_distribution("erf", [1.5], d=1000, lr=0.2, batch=500)
+
+
+def test_cli_csv_header_and_values(capsys):
+    code, out, _ = run(["escape", "--teacher", "erf", "--mu", "0.2,0.5,0.8", "--d", "1000",
+                        "--lr", "0.2", "--batch", "500", "--format", "csv"], capsys)
+    assert code == 0
+    assert out.splitlines()[0].startswith("mu,q05,q10,q25,q50,q75,q90,q95,mean")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    lib = escape_distribution("erf", [0.2, 0.5, 0.8], d=1000, lr=0.2, batch=500)
+    np.testing.assert_allclose([float(r["q50"]) for r in rows], lib.quantiles[:, 3])
+
+
+def test_cli_json_fixed_m0_and_u0(capsys):
+    code, out, _ = run(["escape", "--teacher", "linear", "--mu", "0.3", "--m0", "0.03",
+                        "--u0", "0.05", "--radius", "0.4", "--format", "json"], capsys)
+    assert code == 0
+    data = json.loads(out)
+    assert data["m0"] == 0.03 and data["u0"] == 0.05 and data["radius"] == 0.4
+    assert data["rows"][0]["in_regime"] is True
+
+
+def test_cli_bad_input_one_line_exit_2(capsys):
+    for args in (["--mu", "0.5", "--m0", "0.7"], ["--mu", "0.5", "--d", "2"],
+                 ["--mu", "1.5"], ["--mu", "0.5", "--lr", "-1"], ["--mu", "0.5", "-f", "xml"],
+                 ["--mu", "0.5", "--m0", "abc"], ["--mu", "0.5", "--batch", "0"]):
+        code, out, err = run(["escape", "--teacher", "erf", *args], capsys)
+        assert code == 2, (args, err)
+        assert err.startswith("error: ") and err.count("\n") == 1, err
+        assert out == ""
+    # and through a real process (no traceback on stderr)
+    code = "import sys; from loradyn.cli import main; main(sys.argv[1:])"
+    r = subprocess.run([sys.executable, "-c", code, "escape", "--teacher", "nope", "--mu", "0.5"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.startswith("error: ") and r.stderr.count("\n") == 1

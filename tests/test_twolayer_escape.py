@@ -1,0 +1,53 @@
+"""Two-layer escape prediction (loradyn.twolayer.escape): the reduction to the single-index
+model, agreement with the two-layer reduced engine per rank, bad input. About 10 s."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from loradyn.errors import LoradynError
+from loradyn.escape import QUANTILES
+from loradyn.escape import escape_distribution as single
+from loradyn.twolayer import TwoLayerConfig, simulate
+from loradyn.twolayer.escape import escape_distribution
+
+
+def test_k1_is_the_single_index_model():
+    r = escape_distribution(0.4, [1, 3], K=1, d=500, lr=0.2, batch=100, radius=0.5)
+    s1 = single("linear", [0.4], d=500, lr=0.2, batch=100, radius=0.5)
+    s3 = single("linear", [0.4], d=500, lr=0.2, batch=100, radius=0.5, starts=3)
+    np.testing.assert_allclose(r.quantiles, np.vstack([s1.quantiles, s3.quantiles]))
+    ds = r.to_dataset()
+    assert list(ds["rank"].values) == [1, 3] and ds.escape_quantile.shape == (2, 7)
+    assert r.mean[1] < r.mean[0]  # three directions: the first escapes earlier
+
+
+@pytest.mark.parametrize("rank", [1, 3])
+def test_agrees_with_the_two_layer_reduced_engine(rank):
+    K, d, B, lr, R, mu = 2, 240, 60, 0.1, 0.35, 0.5
+    pred = escape_distribution(mu, [rank], K=K, d=d, lr=lr, batch=B, radius=R)
+    steps = int(1.6 * pred.quantiles[0, -1]) + 20
+    cfg = TwoLayerConfig(mu=[mu] * K, rank=rank, activation="linear", d=d, lr=lr, batch=B,
+                         steps=steps, seeds=150, threshold=R, record_every=steps)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = simulate(cfg, [rank], "reduced", stop_on_escape=True)
+    e = ds.escape_step.values[0].astype(float)
+    e[e < 0] = np.inf
+    sim = np.quantile(e, QUANTILES)
+    assert abs(pred.quantiles[0, 3] / sim[3] - 1) < 0.10
+    jit = e - np.random.default_rng(0).random(e.size)
+    assert stats.kstest(jit, lambda t: pred.cdf(0, t)).pvalue > 0.01
+
+
+def test_bad_input():
+    with pytest.raises(LoradynError, match="equal alignments"):
+        escape_distribution([0.3, 0.5], [1], d=1000, lr=0.1, batch=100)
+    with pytest.raises(LoradynError, match="linear"):
+        escape_distribution(0.5, [1], K=2, d=1000, lr=0.1, batch=100, activation="he2-norm")
+    with pytest.raises(LoradynError, match="ranks"):
+        escape_distribution(0.5, [0], K=2, d=1000, lr=0.1, batch=100)
