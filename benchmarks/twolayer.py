@@ -64,7 +64,7 @@ def theory() -> None:
     print(f"\n{'ODE (K=3, r=2, 4 seeds)':<28} {'ms/step':>10} {'vs linear':>10}")
     print(f"{'linear (closed form)':<28} {1e3 * t_lin:>10.3f} {1.0:>10.1f}")
     for act in ("erf", "relu"):
-        t = _best(lambda act=act: run(base.replace(activation=act), "ode")) / steps
+        t = _best(lambda act=act: run(base.replace(activation=act, teacher=act), "ode")) / steps
         print(f"{act:<28} {1e3 * t:>10.3f} {t / t_lin:>10.1f}")
     rng = np.random.default_rng(0)
     A, M = 0.3 * rng.standard_normal((3, 2)), 0.3 * rng.standard_normal((2, 3))
