@@ -173,7 +173,8 @@ def markdown(results: list[dict], skipped: list[dict], missing: list[dict] | Non
     ks_ok = [r for r in done if r["ks_p"] >= 0.01]
     ks_in = [r for r in inr if r["ks_p"] >= 0.01]
     lines.append(f"Cells simulated: {len(done)} ({len(inr)} inside the regime "
-                 f"`lr d / B <= 1`); predicted median within 10%: {len(med_ok)}/{len(inr)} in "
+                 "`lr d / B <= 1` with both diagnostics below their limits); predicted median "
+                 f"within 10%: {len(med_ok)}/{len(inr)} in "
                  f"regime; q10 and q90 within 15%: {len(tail_ok)}/{len(inr)}; KS not rejected at "
                  f"1%: {len(ks_in)}/{len(inr)} in regime, {len(ks_ok)}/{len(done)} of all "
                  "simulated cells.")

@@ -507,7 +507,7 @@ def test_local_cluster_has_no_dashboard_and_stays_on_loopback():
     pytest.importorskip("dask.distributed")
     import warnings
 
-    from loradyn.sweep.runner import _client
+    from loradyn.sweep.runner import dask_client as _client
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -123,3 +123,26 @@ def test_from_dict_of_a_non_mapping_is_one_line():
         assert "mapping" in str(exc)
     else:  # pragma: no cover
         raise AssertionError
+
+
+def test_every_twolayer_field_has_a_sweep_check():
+    import dataclasses
+
+    from loradyn.sweep.twolayer import check_value as tl_check
+    from loradyn.sweep.twolayer import parameter_names as tl_names
+    from loradyn.twolayer import TwoLayerConfig
+
+    names = set(tl_names())
+    fields = [f.name for f in dataclasses.fields(TwoLayerConfig) if f.init]
+    for name in fields:
+        if name == "engine":  # set once in [sweep]
+            continue
+        assert name in names, name
+    assert tl_check("rank", 2) == 2 and tl_check("lr", 0.1) == 0.1
+    assert tl_check("mu", [0.5, 0.6]) == [0.5, 0.6]
+    for key, bad in [("rank", 0), ("lr", "x"), ("mu", "a"), ("nope", 1)]:
+        try:
+            tl_check(key, bad)
+        except LoradynError:
+            continue
+        raise AssertionError(f"{key}={bad!r} accepted")

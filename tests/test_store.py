@@ -233,3 +233,85 @@ def test_reproduce_cache_heals_a_corrupt_result_and_follows_the_code(tmp_path, m
     ds = load_netcdf(cached[0])
     assert ds.attrs["code_hash"] == "1" * 16
     assert np.all(np.isfinite(ds["u"].values))
+
+
+# --------------------------------------------------------------------------- two-layer kind
+
+
+def test_twolayer_config_round_trips_from_the_result_attrs():
+    from loradyn.twolayer import TwoLayerConfig
+    from loradyn.twolayer import simulate as tl_simulate
+
+    cfg = TwoLayerConfig(mu=(0.5, 0.5), d=40, lr=0.05, batch=10, steps=20, seeds=2)
+    ds = tl_simulate(cfg, [1, 2], "reduced")
+    back = TwoLayerConfig.from_json(ds.attrs["config"])
+    assert back.ranks == (1, 2) and back.engine == "reduced"
+    assert back == cfg.replace(ranks=[1, 2])
+    assert ds["diverged"].dtype == bool
+    # the stored config reruns the same numbers
+    again = tl_simulate(back)
+    xr.testing.assert_identical(again, ds)
+    with pytest.raises(LoradynError):
+        TwoLayerConfig.from_json('{"mu": [0.5], "nope": 1}')
+
+
+TWOLAYER_SPEC = """
+[sweep]
+name = "tl"
+kind = "twolayer"
+engine = "reduced"
+
+[grid]
+rank = [1, 2]
+seed = [0, 1]
+
+[fixed]
+mu = [0.5, 0.5]
+d = 40
+lr = 0.05
+batch = 10
+steps = 20
+"""
+
+
+def test_twolayer_sweep_runs_collects_and_shares_keys(tmp_path, scheduler):
+    from loradyn.sweep import load_spec
+    from loradyn.twolayer import TwoLayerConfig
+    from loradyn.twolayer import simulate as tl_simulate
+
+    spec = tmp_path / "tl.toml"
+    spec.write_text(TWOLAYER_SPEC)
+    st = run_sweep(spec, tmp_path / "sw", scheduler=scheduler)
+    assert st.complete and st.total == 4
+    ds = collect(tmp_path / "sw")
+    assert ds.sizes["rank"] == 2 and ds.sizes["seed"] == 2
+    assert ds["diverged"].dtype == bool
+    # a task's key is the config's own key: the same run made directly has the same key
+    task = load_spec(spec).tasks()[3]
+    cfg = TwoLayerConfig.from_dict(task.params)
+    assert task.key == cfg.key()
+    direct = tl_simulate(cfg)
+    stored = ResultStore(tmp_path / "sw").read(task.key)
+    np.testing.assert_array_equal(stored["loss"].values, direct["loss"].values)
+    with pytest.raises(LoradynError, match="grid.rank"):
+        load_spec({"sweep": {"name": "x", "kind": "twolayer"}, "grid": {"rank": [0]}})
+
+
+def test_sweep_recomputes_results_of_other_code_unless_told(tmp_path, scheduler, capsys):
+    spec = tmp_path / "s.toml"
+    spec.write_text(SPEC)
+    out = tmp_path / "sw"
+    run_sweep(spec, out, scheduler=scheduler)
+    path = sorted((out / "results").glob("*.nc"))[0]
+    ds = load_netcdf(path)
+    ds.attrs["code_hash"] = "0" * 16  # as if made by another version of the engines
+    save_netcdf(ds, path)
+    st = sweep_status(out)
+    assert st.done == 1 and st.pending == 1 and not st.corrupt
+    assert run_sweep(spec, out, scheduler=scheduler, reuse_other_code=True).done == 2
+    assert load_netcdf(path).attrs["code_hash"] == "0" * 16  # kept
+    capsys.readouterr()
+    run_sweep(spec, out, scheduler=scheduler)
+    err = capsys.readouterr().err
+    assert err.count("warning:") == 1 and "other number-computing code" in err
+    assert load_netcdf(path).attrs["code_hash"] == code_hash()

@@ -257,20 +257,23 @@ def test_bad_input_raises_one_line_errors():
         TwoLayerConfig(mu=[0.5, 0.5], rank=4, d=8)
     with pytest.raises(LoradynError, match="norm"):
         TwoLayerConfig(norm="1/K^2")
-    with pytest.raises(LoradynError, match="ode"):
-        run(TwoLayerConfig(activation="relu", steps=2), "ode")
-    with pytest.raises(LoradynError, match="linear and he2-norm"):
-        tau("relu", [0.5], [1])
+    with pytest.raises(LoradynError, match="engine"):
+        run(TwoLayerConfig(activation="relu", steps=2), "ode2")
+    with pytest.raises(LoradynError, match="unknown activation"):
+        tau("nope", [0.5], [1])
+    with pytest.raises(LoradynError, match="label"):
+        TwoLayerConfig(label="cube")
 
 
-def test_generic_activation_runs_with_quadrature_loss():
-    """Kinked teacher and student (relu): engines run, the recorded loss is the quadrature
-    loss, which agrees with Monte Carlo at the recorded state."""
-    cfg = TwoLayerConfig(mu=[0.3, 0.6], rank=2, activation="relu", d=100, lr=0.05, batch=20,
-                         steps=20, seeds=1, record_every=10)
+@pytest.mark.parametrize("teacher,method", [("relu", "exact"), ("erf", "quadrature")])
+def test_generic_activation_runs_with_quadrature_loss(teacher, method):
+    """Kinked teacher and student (relu): engines run, the recorded loss (arc-cosine identity,
+    or kink-split quadrature for the relu/erf pair) agrees with Monte Carlo."""
+    cfg = TwoLayerConfig(mu=[0.3, 0.6], rank=2, activation="relu", teacher=teacher, d=100,
+                         lr=0.05, batch=20, steps=20, seeds=1, record_every=10)
     for engine in ("reduced", "dense"):
         ds = run(cfg, engine)
-        assert ds.attrs["loss_method"] == "quadrature"
+        assert ds.attrs["loss_method"] == method
         st = State(ds.A.values[0, -1], ds.M.values[0, -1], ds.C.values[0, -1])
         mc, se = monte_carlo_loss(cfg, st, 200_000, np.random.default_rng(11))
         assert abs(float(ds.loss.values[0, -1]) - mc) < 4.5 * se

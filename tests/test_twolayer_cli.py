@@ -42,6 +42,27 @@ def test_tau_he2_table_and_json():
     assert out["rows"][0]["lambda_plus"] == pytest.approx(collective_rate("he2-norm", [0.3, 0.6]))
 
 
+@pytest.mark.parametrize("act", ["erf", "relu", "sigmoid", "tanh", "he3"])
+def test_tau_csv_for_every_activation(act):
+    r = _run("tau", "--activation", act, "--mu", "0.3,0.3,1", "--rank", "1,2", "--format",
+             "csv")
+    assert r.exit_code == 0, r.output
+    rows = list(csv.reader(io.StringIO(r.stdout)))
+    assert rows[0] == ["rank", "lambda_plus", "tau"] and len(rows) == 3
+    lam = [float(x[1]) for x in rows[1:]]
+    assert lam[0] > 0 and lam[1] == pytest.approx(lam[0], rel=1e-10)
+
+
+def test_simulate_from_scratch_and_norm_auto():
+    r = _run("simulate", "--engine", "reduced", "--activation", "erf", "--mu", "0.5,0.5,0.5",
+             "--from-scratch", "--norm", "auto", "--d", "100", "--lr", "0.05", "--batch", "20",
+             "--steps", "20", "--format", "json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["config"]["from_scratch"] is True and out["config"]["rank"] == 3
+    assert [row["rank"] for row in out["rows"]] == [3]
+
+
 def test_simulate_json_out_and_plot(tmp_path):
     nc, png = tmp_path / "run.nc", tmp_path / "loss.png"
     r = _run("simulate", "--engine", "reduced", "--mu", "0.4,0.6", "--rank", "1,2", "--d", "200",
@@ -59,7 +80,9 @@ def test_simulate_json_out_and_plot(tmp_path):
 
 @pytest.mark.parametrize(
     "args,msg",
-    [(["tau", "-a", "relu", "--mu", "0.5"], "linear and he2-norm"),
+    [(["tau", "-a", "relux", "--mu", "0.5"], "unknown activation"),
+     (["tau", "-a", "relu", "--mu", "0,0.5"], "mu_k > 0"),
+     (["tau", "-a", "erf", "--mu", "0.5", "--label", "cube"], "label"),
      (["tau", "--mu", "0.5,abc"], "comma list"),
      (["tau", "--mu", "0.5", "--rank", "0"], "integers >= 1"),
      (["tau", "--mu", "0.5,0.5", "--rank", "1e9"], "Jacobian"),  # was a MemoryError
@@ -87,7 +110,8 @@ def test_figures_at_test_scale(tmp_path, fid):
     assert all(p.exists() for p in out.files) and {p.suffix for p in out.files} == {".png", ".pdf"}
     assert all(p.exists() for p in out.data)
     ids = {c.id for c in out.claims}
-    assert {"fig13": {"K1", "K1-finite-d", "K1b"}, "fig14": {"K2", "K2b"}}[fid] == ids
+    assert {"fig13": {"K1", "K1-finite-d", "K1b"}, "fig14": {"K2", "K2b", "K3-erf", "K3-relu",
+                                                             "K4-erf", "K4-relu"}}[fid] == ids
     from loradyn.reproduce.registry import VERDICTS
 
     # a real verdict: the data were made (inconclusive is a tested answer, not-tested is not)

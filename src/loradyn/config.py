@@ -172,8 +172,9 @@ def _resolve_device(value: str | None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _linear_coefficient(name: str) -> float | None:
-    """The slope of an activation that is linear (Hermite coefficients 0 and 1 only)."""
+def linear_coefficient(name: str) -> float | None:
+    r"""The slope :math:`c_1` of an activation :math:`\sigma(z) = c_1 z` (Hermite coefficients
+    of degree 0 and 1 only, degree 0 zero); ``None`` when it is not of that form."""
     h = get_activation(name).hermite
     if h is None or len(h) > 2 or (len(h) >= 1 and h[0] != 0.0):
         return None
@@ -464,8 +465,8 @@ class RunConfig:
         """True when the per-sample gradient is linear in the projections (Gram exact)."""
         if self.label != "identity" or (self.two_stage and self.switch_label != "identity"):
             return False
-        return (_linear_coefficient(self.teacher) is not None
-                and _linear_coefficient(self.student) is not None)
+        return (linear_coefficient(self.teacher) is not None
+                and linear_coefficient(self.student) is not None)
 
     def replace(self, **changes: Any) -> RunConfig:
         """A copy with some fields changed (validated again)."""

@@ -15,6 +15,24 @@ def reproduce_cmd(
     engine: str = typer.Option("reduced", "--engine", help="Simulation engine: reduced or dense."),
     seed: int = typer.Option(0, "--seed", help="Base seed of the simulations."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress display."),
+    workers: int | None = typer.Option(
+        None, "--workers", help="Run the simulations on a local Dask cluster of N processes."
+    ),
+    scheduler: str | None = typer.Option(
+        None, "--scheduler", help="Run the simulations on the Dask scheduler at ADDRESS."
+    ),
+    store: str | None = typer.Option(
+        None, "--store", help="Result store of the simulations (default OUT/cache; a sweep "
+        "directory shares its results)."
+    ),
+    reuse_other_code: bool = typer.Option(
+        False, "--reuse-other-code",
+        help="Serve stored results made by another version of the number-computing code.",
+    ),
+    from_data: str | None = typer.Option(
+        None, "--from-data", help="Rebuild figures, claims and report from the stored "
+        "simulations of the reproduction in DIR, simulating nothing."
+    ),
 ) -> None:
     """Reproduce the paper's figures into OUT: PNG/PDF, data, claims.csv and index.html."""
     from ..errors import LoradynError
@@ -42,7 +60,12 @@ def reproduce_cmd(
         when = f"about {est / 60:.0f} min" if est >= 120 else f"about {est:.0f} s"
         typer.echo(f"loradyn reproduce --scale {scale}: expected run time {when} on an idle "
                    "2-core machine (figures with an estimate)", err=True)
-    res = reproduce(out, scale=scale, only=ids, engine=engine, progress=not no_progress, seed=seed)
+    from ._progress import rich_bar
+
+    with rich_bar("reproduce", enabled=not no_progress) as bar:
+        res = reproduce(out, scale=scale, only=ids, engine=engine, progress=bar, seed=seed,
+                        workers=workers, scheduler=scheduler, store=store,
+                        reuse_other_code=reuse_other_code, from_data=from_data)
     from ..reproduce.claims import summary, summary_text
 
     typer.echo(

@@ -75,15 +75,20 @@ def _table(rows: list[dict], title: str) -> None:
 
 @twolayer_app.command("tau")
 def tau_cmd(
-    activation: str = typer.Option("linear", "--activation", "-a", help="linear or he2-norm."),
+    activation: str = typer.Option("linear", "--activation", "-a",
+                                   help="Any registered activation (erf, relu, he3, he2+he3...)."),
     mu: str = typer.Option(..., "--mu", help="Comma list of mu_k, one per teacher neuron."),
     rank: str = typer.Option("1", "--rank", "-r", help="Comma list of ranks, e.g. 1,2,4."),
-    norm: str = typer.Option("none", "--norm", help="Output normalization: none, 1/K, 1/sqrt(K)."),
+    norm: str = typer.Option("none", "--norm",
+                             help="Output normalization: none, 1/K, 1/sqrt(K) or auto."),
+    teacher: str = typer.Option(None, "--teacher", help="Teacher activation (default: student)."),
+    label: str = typer.Option("identity", "--label", help="Labels: identity or square."),
     fmt: str = typer.Option("table", "--format", "-f", help="table, csv or json."),
 ) -> None:
     """Search-phase escape rate lambda_plus and tau = 1/lambda_plus per rank."""
     f = _fmt(fmt, ("table", "csv", "json"))
-    res = tau(activation, _floats(mu, "mu"), _ints(rank, "rank"), norm=norm)
+    res = tau(activation, _floats(mu, "mu"), _ints(rank, "rank"), norm=norm, teacher=teacher,
+              label=label)
     rows = res.rows()
     if f == "csv":
         buf = io.StringIO()
@@ -93,7 +98,8 @@ def tau_cmd(
             w.writerow([r["rank"], repr(r["lambda_plus"]), repr(r["tau"])])
         sys.stdout.write(buf.getvalue())
     elif f == "json":
-        out = {"activation": res.activation, "mu": list(res.mu), "norm": res.norm,
+        out = {"activation": res.activation, "teacher": res.teacher, "label": res.label,
+               "mu": list(res.mu), "norm": res.norm,
                "rows": [{k: _json_num(v) for k, v in r.items()} for r in rows]}
         sys.stdout.write(json.dumps(out, indent=2) + "\n")
     else:
@@ -105,7 +111,12 @@ def simulate_cmd(
     engine: str = typer.Option("reduced", "--engine", "-e", help="dense, reduced or ode."),
     activation: str = typer.Option("linear", "--activation", "-a", help="Student activation."),
     teacher: str = typer.Option(None, "--teacher", help="Teacher activation (default: student)."),
-    norm: str = typer.Option("none", "--norm", help="Output normalization: none, 1/K, 1/sqrt(K)."),
+    norm: str = typer.Option("none", "--norm",
+                             help="Output normalization: none, 1/K, 1/sqrt(K) or auto."),
+    label: str = typer.Option("identity", "--label", help="Labels: identity or square."),
+    from_scratch: bool = typer.Option(False, "--from-scratch",
+                                      help="Baseline: train the K x d first layer from random "
+                                      "unit rows (no pre-training, no LoRA; mu sets K)."),
     mu: str = typer.Option("0.5,0.5", "--mu", help="Comma list of mu_k (K = its length)."),
     rank: str = typer.Option("1", "--rank", "-r", help="Comma list of ranks."),
     d: int = typer.Option(1000, "--d", help="Input dimension."),
@@ -132,6 +143,7 @@ def simulate_cmd(
         mu=_floats(mu, "mu"), rank=ranks[0], activation=activation, teacher=teacher, norm=norm,
         d=d, lr=lr, batch=batch, steps=steps, seeds=seeds, seed0=seed0, a0=a0, m0=m0,
         update=update, threshold=threshold, record_every=record_every, noise_term=noise_term,
+        label=label, from_scratch=from_scratch,
     )
     check_outputs({"--out": out}, plots={"--plot": plot}, create_folder=True)
     with memory_errors("reduce --d, --batch, --seeds or the number of ranks"):

@@ -66,7 +66,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..config import RunConfig, _linear_coefficient
+from ..config import RunConfig, linear_coefficient
 from ._common import (
     STREAM_REDUCED,
     Labels,
@@ -266,8 +266,8 @@ def _run_group_gram(config, rngs, mu, K, progress, where):
     if B < k:
         # Bartlett needs B >= k degrees of freedom; fall back to explicit samples.
         return _run_group_samples(config, rngs, mu, K, progress, where)
-    s1 = _linear_coefficient(config.student)
-    t1 = _linear_coefficient(config.teacher)
+    s1 = linear_coefficient(config.student)
+    t1 = linear_coefficient(config.teacher)
     sched = Schedule(config, n)  # identity -> identity switch changes nothing but is recorded
     tr = StepTracker(config, n, mis)
     u, m, p = _init(config, rngs, mis)

@@ -180,6 +180,38 @@ def simulate(ctx: FigureContext, span: tuple[float, float] = (0.0, 1.0), **confi
     return ds
 
 
+def simulate_twolayer(ctx: FigureContext, cfg, span: tuple[float, float] = (0.0, 1.0)
+                      ) -> xr.Dataset:  # noqa: ANN001 - a TwoLayerConfig
+    """:func:`loradyn.twolayer.simulate` of ``cfg`` (ranks, engine and ``stop_on_escape``
+    inside it) as a task of the run's store: computed once, kept, shared like
+    :func:`simulate`; progress is mapped onto ``span`` of the figure's bar."""
+    key = cfg.key()
+    if key in _SIM_CACHE and _SIM_CACHE[key].attrs.get("code_hash") == _code_hash():
+        ctx.progress(span[1], "cached simulation")
+        return _SIM_CACHE[key]
+    store = cache_store(ctx)
+    state, reason = store.state(key)
+    if state == "done":
+        ds = _SIM_CACHE[key] = store.read(key)
+        return ds
+    if state == "corrupt":
+        store.quarantine(key, reason)
+    lo, hi = span
+
+    def cb(fraction: float, message: str = "") -> None:
+        ctx.progress(lo + (hi - lo) * float(fraction), message)
+
+    params = cfg.to_dict()
+    ds = _SIM_CACHE[key] = run_task(ctx, "twolayer", params, cfg.engine, key, cb)
+    return ds
+
+
+def _code_hash() -> str:
+    from ..store import code_hash
+
+    return code_hash()
+
+
 def run_task(ctx: FigureContext, kind: str, params: dict, engine: str, key: str,
              progress=None) -> xr.Dataset:  # noqa: ANN001 - a progress callback
     """Compute one task of the store and write it: on ``ctx.submit`` (a Dask client's
@@ -189,6 +221,11 @@ def run_task(ctx: FigureContext, kind: str, params: dict, engine: str, key: str,
     from ..sweep.kinds import get_kind
 
     run = get_kind(kind).run
+    if ctx.offline:
+        from ..errors import LoradynError
+
+        raise LoradynError(f"simulation {key} ({kind}) is not in {cache_store(ctx).root}: "
+                           "--from-data rebuilds only what a finished reproduction stored")
     if ctx.submit is not None:
         ds = ctx.submit(kind, params, engine, key)
     else:

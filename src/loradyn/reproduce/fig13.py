@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from ..twolayer import TwoLayerConfig, exit_time, linear_exit_time, simulate, tau
+from ..twolayer import TwoLayerConfig, exit_time, linear_exit_time, tau
 from ..twolayer.escape import escape_distribution
 from . import _common as C
 from . import stats as S
@@ -53,7 +53,8 @@ def _escape_table(s: dict, engine: str, ctx: FigureContext, span: tuple[float, f
         cfg = TwoLayerConfig(mu=[mu] * s["K"], rank=1, activation=act, d=s["d"], lr=s["lr"],
                              batch=s["batch"], steps=steps, seeds=s["seeds"], seed0=ctx.seed,
                              threshold=RADIUS, record_every=steps, m0=m0)
-        ds = simulate(cfg, list(s["ranks"]), engine, stop_on_escape=True)
+        ds = C.simulate_twolayer(ctx, cfg.replace(ranks=list(s["ranks"]), engine=engine,
+                                                  stop_on_escape=True))
         out.append(ds.escape_step.assign_coords(mu=mu).expand_dims("mu"))
     esc = xr.concat(out, dim="mu").to_dataset(name="escape_step")
     esc.attrs.update(activation=act, K=s["K"], d=s["d"], lr=s["lr"], batch=s["batch"],

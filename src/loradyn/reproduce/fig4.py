@@ -61,6 +61,19 @@ def switch_states(ds: xr.Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return out[0], out[1], out[2]
 
 
+def _mask_diverged(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` with the trajectories of diverged seeds set to NaN (for the plots: a frozen
+    diverged trajectory would stretch the min-max bands; its count is in the claims)."""
+    if "diverged" not in ds:
+        return ds
+    div = ds["diverged"].astype(bool)
+    out = ds.copy()
+    for v in ("m", "u", "c", "mse"):
+        if v in out:
+            out[v] = out[v].where(~div)
+    return out
+
+
 def _final_c(ds: xr.Dataset) -> tuple[np.ndarray, np.ndarray]:
     """Final c per seed (NaN where the trajectory diverged) and the diverged mask."""
     c = np.asarray(ds["c"].values[0, :, -1], dtype=float)
@@ -110,6 +123,7 @@ def make(ctx: FigureContext) -> FigureOutput:
             (two, C.COLORS[1], f"y^2, then y once |m|>={SWITCH_M}"),
             (realn, C.COLORS[2], f"same, u -> {SWITCH_U} sign(w.w0) at the switch"))
     for ds, col, lab in runs:
+        ds = _mask_diverged(ds)
         C.plot_median(axs[0, 0], ds, "m", MU, col, lab, absolute=True)
         C.plot_median(axs[0, 1], ds, "c", MU, col)
         C.plot_median(axs[1, 1], ds, "mse", MU, col, logy=True)
@@ -117,7 +131,8 @@ def make(ctx: FigureContext) -> FigureOutput:
                   ylim=(0, 1.05))
     axs[0, 0].legend(fontsize=6.5)
     axs[0, 1].axhline(MU, color="k", lw=0.6, ls=":")
-    axs[0, 1].set(xlabel="SGD step", ylabel="c = mu + u m", title="effective alignment")
+    axs[0, 1].set(xlabel="SGD step", ylabel="c = mu + u m", title="effective alignment",
+                  ylim=(-0.1, 1.1))
     axs[1, 1].set(xlabel="SGD step", ylabel="test MSE (original labels)", title="test error")
     ax = axs[1, 0]
     for j in range(cfin_grid.shape[1]):
@@ -221,7 +236,8 @@ def make(ctx: FigureContext) -> FigureOutput:
         "sign(w.w0) (RunConfig.switch_u; the sign is read from the pre-trained weight "
         f"w0 = mu w*, no teacher needed). lr = {s['lr']}/18 = {lr:.4g} (the paper's 1/(K!K) "
         f"scaling), d={s['d']}, batch={s['batch']}, {s['steps']} steps, {s['seeds']} seeds, "
-        f"engine {ctx.engine}; median over seeds (band: min-max). Bottom left: final c "
+        f"engine {ctx.engine}; median over seeds (band: min-max; diverged trajectories left "
+        "out, their count is in the claims). Bottom left: final c "
         "against c = mu + u m at the switch: grey squares, stage 2 alone started from "
         f"|m| = {SWITCH_M} and u on a grid ({s['grid_seeds']} seeds each, the basin map); "
         "circles and triangles, the seeds of the two schedules. With an odd student and an "

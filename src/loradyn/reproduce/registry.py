@@ -44,7 +44,8 @@ class FigureContext:
     progress display of this figure (fraction in [0, 1]). ``store`` is the result store
     of the simulations (default ``out/cache``), ``reuse_other_code`` serves results of
     other code from it, and ``submit(kind, params, engine, key)``, when set, runs a task
-    on the Dask cluster of the run and returns its stored result.
+    on the Dask cluster of the run and returns its stored result; ``offline`` (``reproduce
+    --from-data``) serves stored results only and simulates nothing.
     """
 
     out: Path
@@ -55,6 +56,7 @@ class FigureContext:
     store: Path | None = None
     reuse_other_code: bool = False
     submit: Callable[[str, dict, str, str], Any] | None = None
+    offline: bool = False
 
     @property
     def figures_dir(self) -> Path:

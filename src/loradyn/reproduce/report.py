@@ -93,7 +93,7 @@ def _differences_href(root: Path) -> str:
 
 def render(result: ReproduceResult) -> str:
     """The report's HTML text."""
-    from .runner import package_versions
+    from .environment import package_versions
 
     root = result.out
     counts = summary(result.claims)

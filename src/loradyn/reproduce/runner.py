@@ -9,28 +9,32 @@ fail the run.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import importlib.util
 import json
 import pkgutil
-import platform
 import re
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from ..errors import LoradynError, as_int
 from ..io import atomic_write_text
+from ..progress import Progress, as_callback
+from .environment import PACKAGES, package_versions  # noqa: F401 - re-exported
 from .registry import Claim, FigureContext, FigureOutput, FigureSpec, registered
 
 SCALES = ("quick", "paper", "test")
 ENGINES = ("reduced", "dense")
-EXPECTED = tuple(f"fig{i}" for i in range(1, 16)) + ("table1",)
+# fig1..fig14 and table1 are the paper's; fig15 and fig16 go beyond it
+EXPECTED = tuple(f"fig{i}" for i in range(1, 17)) + ("table1",)
 _MODULE = re.compile(r"^(fig|table)\d+$")
 
 # what each expected item is, for the pending list
@@ -50,11 +54,10 @@ DESCRIPTIONS = {
     "fig13": "two-layer LoRA escape times (App. K)",
     "fig14": "two-layer LoRA dynamics and rank (App. K)",
     "fig15": "escape-step distribution at finite d, prediction against SGD (beyond the paper)",
+    "fig16": "two-layer from-scratch baseline beside LoRA (beyond the paper)",
     "table1": "ViT LoRA transfer table",
 }
 
-PACKAGES = ("numpy", "scipy", "xarray", "matplotlib", "netCDF4", "rich", "typer", "torch", "timm",
-            "peft")
 
 
 @dataclass
@@ -170,77 +173,36 @@ def expected_seconds(scale: str, ids: list[str] | None = None) -> float | None:
     return total
 
 
-class _Progress:
-    """Rich progress display (or a silent stand-in)."""
-
-    def __init__(self, enabled: bool, total: int) -> None:
-        self.enabled = enabled
-        self._p = None
-        if enabled:
-            from rich.console import Console
-            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self.console = Console(stderr=True)
-            self._p = Progress(
-                TextColumn("[bold]{task.fields[fid]:>7}"),
-                BarColumn(),
-                TextColumn("{task.percentage:>3.0f}%"),
-                TimeElapsedColumn(),
-                TextColumn("{task.description}"),
-                console=self.console,
-                transient=False,
-            )
-            self._overall = None
-            self._total = total
-
-    def __enter__(self) -> _Progress:
-        if self._p is not None:
-            self._p.__enter__()
-            self._overall = self._p.add_task("all figures", total=max(self._total, 1), fid="total")
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._p is not None:
-            self._p.__exit__(*exc)
-
-    def start(self, fid: str, title: str):
-        if self._p is None:
-            return lambda fraction, message="": None
-        task = self._p.add_task(title, total=1.0, fid=fid)
-
-        def update(fraction: float, message: str = "") -> None:
-            f = min(max(float(fraction), 0.0), 1.0)
-            self._p.update(task, completed=f, description=message or title)
-
-        update.task = task  # type: ignore[attr-defined]
-        return update
-
-    def finish(self, update, status: str, seconds: float) -> None:
-        if self._p is None:
-            return
-        self._p.update(update.task, completed=1.0, description=f"{status} in {seconds:.1f} s")
-        self._p.advance(self._overall, 1)
-
-    def log(self, text: str) -> None:
-        if self._p is not None:
-            self._p.console.print(text)
-
-
 def reproduce(
     out: str | Path,
     scale: str = "quick",
     only: str | list[str] | None = None,
     engine: str = "reduced",
-    progress: bool = True,
+    progress: bool | Progress = True,
     seed: int = 0,
+    *,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    store: str | Path | None = None,
+    reuse_other_code: bool = False,
+    from_data: str | Path | None = None,
 ) -> ReproduceResult:
     """Make every figure and table, the claims table and the HTML report.
+
+    Every simulation of every figure is a task of one result store
+    (:class:`loradyn.store.ResultStore`, default ``OUT/cache``), keyed by its
+    configuration's hash and the code that computes it: a rerun (after a kill, too) reuses
+    every finished simulation, and a sweep (``loradyn sweep``) whose directory is given as
+    ``store`` shares its results. With ``workers`` or ``scheduler`` the simulations run on
+    Dask (a ``LocalCluster`` or a running scheduler); the figures are drawn in this
+    process, one at a time, each waiting for its own simulations while the others go on.
+    The data, figures and claims are the same as those of a serial run.
 
     Parameters
     ----------
     out
-        Output directory; gets ``figures/``, ``data/``, ``claims.csv``, ``index.html``
-        and ``run.json``.
+        Output directory; gets ``figures/``, ``data/``, ``cache/``, ``claims.csv``,
+        ``index.html`` and ``run.json``.
     scale
         ``quick`` (minutes on a laptop), ``paper`` (the paper's sizes: d = 1000, batch 500,
         1e4 steps, the paper's mu grids) or ``test`` (tiny, for the test suite).
@@ -250,9 +212,21 @@ def reproduce(
         Simulation engine for the SGD points: ``reduced`` (exact, O(batch) per step) or
         ``dense`` (d-dimensional vectors).
     progress
-        Show a rich progress display on stderr.
+        A callback ``progress(fraction, message)`` (:mod:`loradyn.progress`) for the whole
+        run; ``True`` prints one plain line per step on stderr, ``False`` nothing.
     seed
         Base seed of every simulation (results are bit-for-bit reproducible).
+    workers, scheduler
+        Run the simulations on a new ``LocalCluster`` of ``workers`` processes, or on the
+        Dask scheduler at ``scheduler`` (``tcp://host:8786``).
+    store
+        The result store of the simulations (default ``OUT/cache``).
+    reuse_other_code
+        Serve stored results made by other number-computing code (default: recompute).
+    from_data
+        A finished reproduction ``DIR``: rebuild the figures, claims and report into
+        ``out`` from the simulations stored in ``DIR/cache``, simulating nothing (a
+        missing simulation is an error naming it).
 
     Returns
     -------
@@ -262,11 +236,44 @@ def reproduce(
         raise LoradynError(f"unknown scale {scale!r}: choose quick or paper")
     if engine not in ENGINES:
         raise LoradynError(f"unknown engine {engine!r}: choose reduced or dense")
+    if workers is not None and scheduler is not None:
+        raise LoradynError("give either --workers or --scheduler, not both")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                or workers < 1):
+        raise LoradynError(f"--workers = {workers!r} is invalid: give a positive integer")
+    for name, val in (("--store", store), ("--from-data", from_data)):
+        if val is not None and not str(val).strip():
+            raise LoradynError(f"{name} is empty: give a directory")
+    if from_data is not None:
+        src = Path(from_data)
+        if not (src / "cache" / "results").is_dir():
+            raise LoradynError(f"--from-data {src}: no stored simulations in {src / 'cache'}; "
+                               "give the --out of a finished reproduction")
+        if store is not None:
+            raise LoradynError("give either --from-data or --store, not both")
+        store = src / "cache"
     seed = check_seed(seed)
     t0 = time.perf_counter()
     import_problems = discover()
     ids = parse_only(only, extra=import_problems)
     out = prepare_out(out)
+    store_root = Path(store) if store is not None else out / "cache"
+    from ..store import ResultStore
+
+    the_store = ResultStore(store_root).ensure()
+    with contextlib.ExitStack() as held:
+        if from_data is None:  # one writer per store; a killed run's temporaries go
+            held.enter_context(the_store.lock("loradyn reproduce"))
+            the_store.clean_temporaries()
+        return _reproduce_items(out, scale, only, engine, progress, seed, ids, import_problems,
+                                t0, workers, scheduler, store_root, reuse_other_code,
+                                from_data)
+
+
+def _reproduce_items(out, scale, only, engine, progress, seed, ids, import_problems, t0,
+                     workers, scheduler, store_root, reuse_other_code, from_data
+                     ) -> ReproduceResult:  # noqa: ANN001
+    """The body of :func:`reproduce`, with the store held."""
     kept = _previous_items(out, scale, engine, seed) if ids is not None else []
 
     specs = {s.id: s for s in registered()}
@@ -289,29 +296,57 @@ def reproduce(
             continue
         runnable.append(spec)
 
-    with _Progress(progress, len(runnable)) as bar:
+    report = as_callback(progress)
+    fractions = dict.fromkeys((sp.id for sp in runnable), 0.0)
+
+    def item_progress(fid: str):  # noqa: ANN202 - a progress callback
+        def update(fraction: float, message: str = "") -> None:
+            fractions[fid] = min(max(float(fraction), 0.0), 1.0)
+            report(sum(fractions.values()) / max(len(fractions), 1), f"{fid}: {message}")
+
+        return update
+
+    serial = workers is None and scheduler is None
+    # CPU seconds of the item: the whole process in a serial run; its own thread on Dask
+    clock = time.process_time if serial else time.thread_time
+
+    def make_item(spec: FigureSpec, submit) -> ItemResult:  # noqa: ANN001
+        ctx = FigureContext(out=out, scale=scale, engine=engine, progress=item_progress(spec.id),
+                            seed=seed, store=store_root, reuse_other_code=reuse_other_code,
+                            submit=submit, offline=from_data is not None)
+        t1, c1 = time.perf_counter(), clock()
+        try:
+            fo = spec.make(ctx)
+            item = ItemResult(spec.id, spec.title, "done", fo, time.perf_counter() - t1)
+            (out / f"{spec.id}.error.txt").unlink(missing_ok=True)
+        except ImportError as exc:
+            item = ItemResult(spec.id, spec.title, "pending", None, time.perf_counter() - t1,
+                              # a missing module names itself; a figure's own
+                              # ImportError (no data, no GPU) says what it needs
+                              f"cannot import: {exc}" if exc.name else str(exc))
+        except Exception as exc:
+            tb = traceback.format_exc()
+            atomic_write_text(out / f"{spec.id}.error.txt", tb, mkdir=False)
+            item = ItemResult(spec.id, spec.title, "failed", None, time.perf_counter() - t1,
+                              f"{type(exc).__name__}: {' '.join(str(exc).split())}")
+            report(sum(fractions.values()) / max(len(fractions), 1),
+                   f"{spec.id} failed: {type(exc).__name__}: {exc}")
+        item.cpu_seconds = clock() - c1
+        fractions[spec.id] = 1.0
+        report(sum(fractions.values()) / max(len(fractions), 1),
+               f"{spec.id}: {item.status} in {item.seconds:.1f} s")
+        return item
+
+    if serial:
         for spec in runnable:
-            update = bar.start(spec.id, spec.title)
-            ctx = FigureContext(out=out, scale=scale, engine=engine, progress=update, seed=seed)
-            t1, c1 = time.perf_counter(), time.process_time()
-            try:
-                fo = spec.make(ctx)
-                item = ItemResult(spec.id, spec.title, "done", fo, time.perf_counter() - t1)
-                (out / f"{spec.id}.error.txt").unlink(missing_ok=True)  # stale: it works now
-            except ImportError as exc:
-                item = ItemResult(spec.id, spec.title, "pending", None, time.perf_counter() - t1,
-                                  # a missing module names itself; a figure's own
-                                  # ImportError (no data, no GPU) says what it needs
-                                  f"cannot import: {exc}" if exc.name else str(exc))
-            except Exception as exc:
-                tb = traceback.format_exc()
-                atomic_write_text(out / f"{spec.id}.error.txt", tb, mkdir=False)
-                item = ItemResult(spec.id, spec.title, "failed", None, time.perf_counter() - t1,
-                                  f"{type(exc).__name__}: {exc}")
-                bar.log(f"[red]{spec.id} failed: {type(exc).__name__}: {exc}")
-            item.cpu_seconds = time.process_time() - c1
-            bar.finish(update, item.status, item.seconds)
-            result.items.append(item)
+            result.items.append(make_item(spec, None))
+    else:
+        from ..sweep.runner import dask_client
+
+        with dask_client(workers, scheduler, max(len(runnable), 1)) as client:
+            result.items.extend(_make_on_dask(runnable, make_item, client, store_root,
+                                              reuse_other_code))
+
 
     # a partial rerun (--only) keeps the other items of the report it reruns into
     ran = {i.id for i in result.items}
@@ -326,6 +361,78 @@ def reproduce(
     _write_run_json(result, ids)
     result.report = report_mod.write_report(result)
     return result
+
+
+class _Tasks:
+    """Runs store tasks on a Dask client for figure threads (see :func:`_make_on_dask`).
+
+    A task asked for by several figures is submitted once; the thread that submitted it
+    writes it to the store (this process is the store's only writer), the others wait for
+    it. While a figure waits, it lets the other figures run (``gate``).
+    """
+
+    def __init__(self, client: Any, store: Any, gate: threading.Lock):
+        self.client = client
+        self.store = store
+        self.gate = gate
+        self.lock = threading.Lock()
+        self.cells: dict[str, dict[str, Any]] = {}
+
+    def __call__(self, kind: str, params: dict, engine: str, key: str) -> Any:
+        from ..store import code_hash
+        from ..sweep.kinds import get_kind
+        from ..sweep.runner import run_checked
+
+        with self.lock:
+            cell = self.cells.get(key)
+            owner = cell is None
+            if owner:
+                fut = self.client.submit(run_checked, get_kind(kind).run, params, engine,
+                                         code_hash(), key=f"loradyn-{key}", pure=False)
+                cell = self.cells[key] = {"future": fut, "done": threading.Event()}
+        self.gate.release()
+        try:
+            if owner:
+                try:
+                    ds = self.store.stamp(cell["future"].result(), key)
+                    self.store.write(key, ds)
+                    cell["value"] = ds
+                except BaseException as exc:
+                    cell["error"] = exc
+                    raise
+                finally:
+                    cell["future"].release()
+                    cell["done"].set()
+            else:
+                cell["done"].wait()
+                if "error" in cell:
+                    raise cell["error"]
+        finally:
+            self.gate.acquire()
+        return cell["value"]
+
+
+def _make_on_dask(runnable: list[FigureSpec], make_item, client: Any, store_root: Path,
+                  reuse_other_code: bool) -> list[ItemResult]:  # noqa: ANN001
+    """Make every figure in its own thread; only one runs Python code at a time (the
+    gate), the others wait for their simulations on the cluster."""
+    from ..store import ResultStore
+
+    gate = threading.Lock()
+    tasks = _Tasks(client, ResultStore(store_root, reuse_other_code=reuse_other_code), gate)
+    items: dict[str, ItemResult] = {}
+
+    def work(spec: FigureSpec) -> None:
+        with gate:
+            items[spec.id] = make_item(spec, tasks)
+
+    threads = [threading.Thread(target=work, args=(sp,), name=f"loradyn-{sp.id}")
+               for sp in runnable]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return [items[sp.id] for sp in runnable]
 
 
 def check_seed(seed: object) -> int:
@@ -396,23 +503,6 @@ def prepare_out(out: str | Path) -> Path:
     except OSError as exc:
         raise LoradynError(f"cannot create --out {out}: {exc.strerror or exc}; "
                            "choose another path") from None
-    return out
-
-
-def package_versions() -> dict[str, str]:
-    """Versions of Python, loradyn and the main dependencies (``-`` when absent)."""
-    out = {"python": platform.python_version(), "platform": platform.platform()}
-    try:
-        out["loradyn"] = metadata.version("loradyn")
-    except metadata.PackageNotFoundError:
-        from .. import __version__
-
-        out["loradyn"] = __version__
-    for name in PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "-"
     return out
 
 

@@ -60,7 +60,10 @@ class TaskKind:
 
 _KINDS: dict[str, TaskKind] = {}
 # Built-in kinds, imported lazily so that ``import loradyn.sweep`` stays cheap.
-_BUILTIN_MODULES: dict[str, str] = {"simulate": "loradyn.sweep.simulate"}
+_BUILTIN_MODULES: dict[str, str] = {
+    "simulate": "loradyn.sweep.simulate",
+    "twolayer": "loradyn.sweep.twolayer",
+}
 
 
 def register_kind(kind: TaskKind, *, replace: bool = False) -> TaskKind:

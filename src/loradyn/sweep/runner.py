@@ -77,6 +77,28 @@ def execute_task(
         }
 
 
+def run_checked(run: Any, params: dict[str, Any], engine: str, client_code: str,
+                threads: int | None = 1) -> Any:
+    """Run one task where Dask placed it and return its dataset; exceptions propagate.
+
+    Refuses (``LoradynError``) when this worker's :func:`loradyn.store.code_hash` differs
+    from ``client_code``; pins torch's thread count like :func:`execute_task`.
+    """
+    from ..store import code_hash
+
+    if code_hash() != client_code:
+        raise LoradynError(f"worker code hash {code_hash()} differs from the client's "
+                           f"{client_code}: install the same loradyn on every worker")
+    if threads is not None and "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ds = run(params, engine)
+    return ds.load() if isinstance(ds, xr.Dataset) else ds
+
+
 def _error_record(task: Task, info: Mapping[str, Any], spec: SweepSpec) -> dict[str, Any]:
     return {
         **info,
@@ -117,7 +139,12 @@ CONNECT_TIMEOUT = "10s"
 
 
 @contextlib.contextmanager
-def _client(workers: int | None, scheduler: str | None, n_tasks: int) -> Iterator[Any]:
+def dask_client(workers: int | None, scheduler: str | None, n_tasks: int) -> Iterator[Any]:
+    """A Dask ``Client``: to the scheduler at ``scheduler``, or to a new ``LocalCluster`` of
+    ``workers`` processes (one thread each; default: the CPUs, at most ``n_tasks``).
+
+    Used by sweeps and by ``loradyn reproduce --workers/--scheduler``.
+    """
     try:
         from dask.distributed import Client, LocalCluster
     except ImportError as exc:  # pragma: no cover - dask is an optional extra
@@ -165,6 +192,9 @@ def _client(workers: int | None, scheduler: str | None, n_tasks: int) -> Iterato
             )
             client = stack.enter_context(Client(cluster))
         yield client
+
+
+_client = dask_client  # the former private name
 
 
 def run_sweep(
@@ -226,7 +256,7 @@ def run_sweep(
         # answers (a rerun of a finished sweep needs no scheduler: it connects only if
         # some task is pending)
         fresh = not Path(out).exists() or (Path(out).is_dir() and not any(Path(out).iterdir()))
-        client = (stack.enter_context(_client(None, scheduler, len(tasks)))
+        client = (stack.enter_context(dask_client(None, scheduler, len(tasks)))
                   if scheduler is not None and fresh else None)
         try:
             store = SweepStore.prepare(out, spec, tasks, reuse_other_code=reuse_other_code)
@@ -261,6 +291,10 @@ def _run_pending(
         state, reason = states[t.key]
         if state == "corrupt":
             store.quarantine(t.key, reason)
+    stale = sum(1 for state, _ in states.values() if state == "stale")
+    if stale:
+        store.warn(f"{stale} result(s) in {store.root} were made by other number-computing code: "
+                   "recomputing them (--reuse-other-code keeps them)")
     for t in tasks:
         done = states[t.key][0] == "done"
         if t.error and not done and (retry_failed or not store.has_error(t.key)):
@@ -285,7 +319,7 @@ def _run_pending(
                    and store.has_error(t.key))
     total = len(tasks)
     with (contextlib.nullcontext(connected) if connected is not None
-          else _client(workers, scheduler, len(pending))) as client:
+          else dask_client(workers, scheduler, len(pending))) as client:
         from dask.distributed import as_completed
 
         here = code_hash()

@@ -49,8 +49,18 @@ import xarray as xr
 
 from ..activations import get_activation
 from ..errors import DivergenceError, LoradynError
-from .model import ENGINES, State, TwoLayerConfig, initial_state, psd_factor, wishart
-from .population import flow, loss
+from .model import (
+    ENGINES,
+    State,
+    TwoLayerConfig,
+    effective_mu,
+    initial_A,
+    initial_state,
+    psd_factor,
+    wishart,
+)
+from .moments import target_fn
+from .population import flow, loss, loss_method, noise_matrix
 
 Array = np.ndarray
 Progress = Callable[[float, str], None]
@@ -77,6 +87,15 @@ def record_steps(cfg: TwoLayerConfig) -> Array:
     return steps
 
 
+def overlap(cfg: TwoLayerConfig, M: Array) -> Array:
+    r"""The escape statistic: :math:`\max_j |M_{j\cdot}|_2` (LoRA: the projection of a
+    direction on the teacher span) or :math:`\max_{jk}|M_{jk}|` (``from_scratch``: some row
+    against some teacher direction)."""
+    if cfg.from_scratch:
+        return np.abs(M).max(axis=(-2, -1))
+    return np.sqrt(np.sum(M**2, axis=-1)).max(axis=-1)
+
+
 def _drive(
     cfg: TwoLayerConfig, state: State, advance: Callable[[State], State], stop_on_escape: bool
 ) -> dict[str, Array]:
@@ -94,7 +113,7 @@ def _drive(
 
     def check(step: int, st: State) -> None:
         nonlocal ri
-        ov = np.sqrt(np.sum(st.M**2, axis=-1)).max(axis=-1)
+        ov = overlap(cfg, st.M)
         bad = ~(np.isfinite(st.A).all(axis=(-2, -1)) & np.isfinite(st.C).all(axis=(-2, -1))
                 & (np.abs(st.A).max(axis=(-2, -1)) < _BLOWUP))
         alive[bad] = False
@@ -133,8 +152,9 @@ def _fns(name: str):
 
 def _grads(cfg: TwoLayerConfig, zs: Array, zeta: Array, A: Array) -> tuple[Array, Array]:
     """``(gA, c)`` from the batch projections ``zs`` (B x K) and ``zeta`` (B x r)."""
-    (sf, sdf), (pf, _) = _fns(cfg.activation), _fns(cfg.teacher)
-    lam = zs * np.asarray(cfg.mu) + zeta @ A.T
+    (sf, sdf) = _fns(cfg.activation)
+    pf = _fns(cfg.teacher)[0] if cfg.label == "identity" else target_fn(cfg.teacher, cfg.label).f
+    lam = zs * effective_mu(cfg) + zeta @ A.T
     res = cfg.nu * (sf(lam).sum(axis=1) - pf(zs).sum(axis=1))
     e = cfg.nu * res[:, None] * sdf(lam)
     gA = e.T @ zeta / cfg.batch
@@ -147,6 +167,7 @@ def _reduced_traj(cfg: TwoLayerConfig, seed: int, stop_on_escape: bool) -> dict[
     K, r, B, lr = cfg.K, cfg.rank, cfg.batch, cfg.lr
     n = K + r
     kappa = 1.0 if cfg.update == "spherical" else 0.0
+    a_lr = 0.0 if cfg.from_scratch else lr  # from scratch: A = I is frozen
 
     def advance(st: State) -> State:
         A, M, C = st.A[0], st.M[0], st.C[0]
@@ -164,7 +185,7 @@ def _reduced_traj(cfg: TwoLayerConfig, seed: int, stop_on_escape: bool) -> dict[
         Mn = U[:, :K] / nrm[:, None]
         Cn = UU / np.outer(nrm, nrm)
         Cn[np.arange(r), np.arange(r)] = 1.0
-        return State((A - lr * gA)[None], Mn[None], Cn[None])
+        return State((A - a_lr * gA)[None], Mn[None], Cn[None])
 
     return _drive(cfg, State(st0.A[None], st0.M[None], st0.C[None]), advance, stop_on_escape)
 
@@ -182,8 +203,9 @@ def _dense_traj(cfg: TwoLayerConfig, seed: int, stop_on_escape: bool) -> dict[st
         O /= np.linalg.norm(O, axis=1, keepdims=True)
         V = M0 @ Ws + np.sqrt(1.0 - np.sum(M0**2, axis=1))[:, None] * O
     V /= np.linalg.norm(V, axis=1, keepdims=True)
-    A0 = np.full((K, r), float(cfg.a0))  # type: ignore[arg-type]
+    A0 = initial_A(cfg)
     kappa = 1.0 if cfg.update == "spherical" else 0.0
+    a_lr = 0.0 if cfg.from_scratch else lr
     hold = {"V": V}
 
     def order(A: Array, V: Array) -> State:
@@ -199,24 +221,21 @@ def _dense_traj(cfg: TwoLayerConfig, seed: int, stop_on_escape: bool) -> dict[st
         U = V - lr * (G - kappa * s[:, None] * V)
         V = U / np.linalg.norm(U, axis=1, keepdims=True)
         hold["V"] = V
-        return order(A - lr * gA, V)
+        return order(A - a_lr * gA, V)
 
     return _drive(cfg, order(A0, V), advance, stop_on_escape)
 
 
 def _ode_batch(cfg: TwoLayerConfig, seeds: list[int], stop_on_escape: bool) -> dict[str, Array]:
-    if not cfg.closed_form or cfg.activation != cfg.teacher:
-        raise LoradynError(
-            "the ode engine needs the same teacher and student activation, linear or he2-norm:"
-            " use --engine reduced for other activations"
-        )
     sts = [initial_state(cfg, _rng(cfg, s)) for s in seeds]
     st = State(*(np.stack([getattr(x, k) for x in sts]) for k in ("A", "M", "C")))
-    sub = max(1, math.ceil(cfg.lr / 0.1 - 1e-9))
+    # RK4 sub-steps of at most 0.1 in units of the flow's rate: the drift scales with nu^2
+    # (nu = 1 unless a readout normalization is set), so a 1/K readout allows K^2 larger steps
+    sub = max(1, math.ceil(cfg.lr * min(1.0, cfg.nu**2) / 0.1 - 1e-9))
     h = cfg.lr / sub
 
-    def f(y: tuple[Array, Array, Array]) -> tuple[Array, Array, Array]:
-        return flow(cfg, *y)
+    mu = effective_mu(cfg)
+    noisy = cfg.noise_term and cfg.lr * cfg.d / cfg.batch > 0
 
     def blown(y: tuple[Array, Array, Array]) -> bool:
         """Every trajectory non-finite or beyond the blow-up bound (the SGD criterion)."""
@@ -228,6 +247,14 @@ def _ode_batch(cfg: TwoLayerConfig, seeds: list[int], stop_on_escape: bool) -> d
     def advance(s: State, n: int = sub) -> State:
         y = (s.A, s.M, s.C)
         for _ in range(n):
+            # the finite-step term's H once per sub-step (it is O(lr) and varies slowly; for
+            # relu and quadrature activations it is the costly part)
+            H = (noise_matrix(mu, *y, activation=cfg.activation, nu=cfg.nu,
+                              teacher=cfg.teacher, label=cfg.label) if noisy else None)
+
+            def f(z: tuple[Array, Array, Array], H: Array | None = H):
+                return flow(cfg, *z, H=H)
+
             k1 = f(y)
             k2 = f(tuple(a + 0.5 * h * b for a, b in zip(y, k1, strict=True)))
             k3 = f(tuple(a + 0.5 * h * b for a, b in zip(y, k2, strict=True)))
@@ -287,7 +314,7 @@ def run(
     with np.errstate(invalid="ignore"):
         L = loss(cfg, st)
     steps = record_steps(cfg)
-    ov = np.sqrt(np.sum(res["M"] ** 2, axis=-1)).max(axis=-1)
+    ov = overlap(cfg, res["M"])
     ds = xr.Dataset(
         {
             "loss": (("seed", "step"), L),
@@ -296,7 +323,7 @@ def run(
             "C": (("seed", "step", "lora", "lora2"), res["C"]),
             "overlap": (("seed", "step"), ov),
             "escape_step": (("seed",), res["escape_step"]),
-            "diverged": (("seed",), res["diverged"].astype(np.int8)),
+            "diverged": (("seed",), res["diverged"].astype(bool)),
         },
         coords={
             "seed": seeds, "step": steps, "time": ("step", steps * cfg.lr),
@@ -304,8 +331,11 @@ def run(
             "lora2": np.arange(cfg.rank),
         },
         attrs={
-            "config": cfg.to_json(), "engine": engine, "model": "twolayer",
-            "loss_method": "closed-form" if cfg.closed_form else "quadrature",
+            "config": cfg.replace(engine=engine, ranks=None, stop_on_escape=stop_on_escape
+                                  ).to_json(), "engine": engine,
+            "model": "twolayer-from-scratch" if cfg.from_scratch else "twolayer",
+            "loss_method": loss_method(cfg),
+            "norm_used": cfg.norm_used,
         },
     )
     ds["loss"].attrs["long_name"] = "population loss"
@@ -314,17 +344,34 @@ def run(
 
 
 def simulate(
-    cfg: TwoLayerConfig, ranks: list[int] | None = None, engine: str = "reduced", *,
-    stop_on_escape: bool = False, progress: Progress | None = None,
+    cfg: TwoLayerConfig, ranks: list[int] | None = None, engine: str | None = None, *,
+    stop_on_escape: bool | None = None, progress: Progress | None = None,
 ) -> xr.Dataset:
-    """Run :func:`run` for each rank in ``ranks`` (default ``[cfg.rank]``), stacked on ``rank``."""
-    ranks = [cfg.rank] if ranks is None else [int(r) for r in ranks]
-    if not ranks:
-        raise LoradynError("rank list is empty: give at least one rank")
+    """Run :func:`run` for each rank of ``cfg.ranks``, stacked on a ``rank`` dimension.
+
+    ``ranks``, ``engine`` and ``stop_on_escape``, when given, override the config's; the
+    result's ``attrs["config"]`` is the configuration actually run, ranks and engine
+    included, so ``TwoLayerConfig.from_json(ds.attrs["config"])`` rebuilds it.
+    """
+    if stop_on_escape is not None:
+        cfg = cfg.replace(stop_on_escape=stop_on_escape)
+    stop_on_escape = cfg.stop_on_escape
+    if ranks is not None:
+        ranks = list(ranks)
+        if not ranks:
+            raise LoradynError("rank list is empty: give at least one rank")
+        cfg = cfg.replace(ranks=ranks)
+    if engine is not None:
+        cfg = cfg.replace(engine=engine)
+    ranks = list(cfg.ranks)
+    engine = cfg.engine
+    if cfg.from_scratch:
+        ranks = [cfg.K]  # no LoRA: the K rows are trained, one run
+        cfg = cfg.replace(ranks=ranks)
     rmax = max(ranks)
     out = []
     for i, r in enumerate(ranks):
-        c = cfg.replace(rank=r)
+        c = cfg.replace(rank=r, ranks=None)
 
         def prog(f: float, msg: str, i: int = i) -> None:
             if progress is not None:
@@ -336,11 +383,7 @@ def simulate(
         if progress is not None and engine == "ode":
             progress((i + 1) / len(ranks), f"rank {r}")
     res = xr.concat(out, dim="rank", combine_attrs="override")
-    base = cfg.to_dict()
-    base["ranks"] = ranks
-    import json
-
-    res.attrs["config"] = json.dumps(base, sort_keys=True)
+    res.attrs["config"] = cfg.to_json()
     return res
 
 

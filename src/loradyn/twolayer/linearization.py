@@ -41,20 +41,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..activations import get_label
 from ..errors import LoradynError, check_mu
-from .model import CLOSED_FORM, norm_factor
-from .population import _s_term, _x_term
+from .model import CLOSED_FORM, _act, norm_factor
+from .population import _s_term, _x_term, generic_terms
 
 Array = np.ndarray
 
 
+SEARCH_NODES = 128
+
+
 def _check(activation: str, mu: Array) -> tuple[str, Array]:
-    key = activation.strip().lower()
-    key = {"x": "linear", "identity": "linear", "id": "linear"}.get(key, key)
-    if key not in CLOSED_FORM:
-        raise LoradynError(
-            f"the two-layer linearization is available for linear and he2-norm, not {activation!r}"
-        )
+    """Canonical activation name (any registered one) and ``mu`` as a checked 1-D array."""
+    key = _act(activation, "activation")
     mu = np.atleast_1d(np.asarray(mu, dtype=float))
     if mu.ndim != 1:
         raise LoradynError("mu must be a flat list of mu_k, one per teacher neuron")
@@ -62,16 +62,49 @@ def _check(activation: str, mu: Array) -> tuple[str, Array]:
     return key, mu
 
 
-def search_matrices(activation: str, mu: Array, norm: str = "none") -> tuple[Array, Array]:
-    r"""``(X, Y)`` of the linearized flow: :math:`X = -(G_P^0 + 2G_Q^0 D)`, :math:`Y = 2G_Q^0`."""
+def search_gradients(activation: str, mu: Array, norm: str = "none", *,
+                     teacher: str | None = None, label: str | None = None,
+                     method: str = "auto", nodes: int = SEARCH_NODES) -> tuple[Array, Array]:
+    r"""``(G_P^0, G_Q^0)``: the loss derivatives at the search-phase fixed point
+    :math:`P = D`, :math:`Q = D^2` (closed forms for linear / he2-norm, pair expectations of
+    :func:`loradyn.twolayer.population.generic_terms` otherwise, ``nodes`` per dimension:
+    the default converges tanh, whose Gauss-Hermite rule is the slowest of the built-ins,
+    to ~1e-10)."""
     act, mu = _check(activation, mu)
+    tea = _act(teacher, "teacher") if teacher is not None else act
+    lab = get_label(label).name
     K = mu.size
-    n2 = norm_factor(norm, K) ** 2
+    n2 = norm_factor(norm, K, tea, lab) ** 2
     D = np.diag(mu)
-    _, dX = _x_term(act, act, D)
-    _, dS = _s_term(act, D @ D)
-    GP, GQ = -n2 * dX, 0.5 * n2 * dS
-    return -(GP + 2.0 * GQ @ D), 2.0 * GQ
+    if method == "auto" and act in CLOSED_FORM and tea == act and lab == "identity":
+        _, dX = _x_term(act, act, D)
+        _, dS = _s_term(act, D @ D)
+        GP, GQ = -n2 * dX, 0.5 * n2 * dS
+    else:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            GP, GQ, _ = generic_terms(mu, np.zeros((K, 1)), np.zeros((1, K)), np.eye(1),
+                                      activation=act, teacher=tea, label=lab,
+                                      nu=math.sqrt(n2), method=method, nodes=nodes)
+    if not (np.all(np.isfinite(GP)) and np.all(np.isfinite(GQ))):
+        raise LoradynError(
+            f"the search-phase rate of {act} is singular at mu = {mu.tolist()} (a kinked "
+            "activation at mu_k = 0, as in the single-index model): use mu_k > 0"
+        )
+    return GP, GQ
+
+
+def search_matrices(activation: str, mu: Array, norm: str = "none", *,
+                    teacher: str | None = None, label: str | None = None,
+                    method: str = "auto") -> tuple[Array, Array]:
+    r"""``(X, Y)`` of the linearized flow: :math:`X = -(G_P^0 + 2G_Q^0 D)`, :math:`Y = 2G_Q^0`.
+
+    Any registered activation (and label transform); for ``K = 1`` these are the
+    single-index coefficients, :math:`Y = a(\mu)`, :math:`X = -b(\mu)`.
+    """
+    _, mu_arr = _check(activation, mu)
+    GP, GQ = search_gradients(activation, mu_arr, norm, teacher=teacher, label=label,
+                              method=method)
+    return -(GP + 2.0 * GQ @ np.diag(mu_arr)), 2.0 * GQ
 
 
 # largest Jacobian size (2 K r) whose dense eigenvalues :func:`tau` computes (seconds)
@@ -79,32 +112,34 @@ MAX_JACOBIAN = 2000
 
 
 def jacobian(activation: str, mu: Array, rank: int, *, norm: str = "none",
-             gram: Array | None = None) -> Array:
+             gram: Array | None = None, teacher: str | None = None,
+             label: str | None = None) -> Array:
     r"""The ``2Kr x 2Kr`` matrix of the linearized flow on ``(vec A, vec M)``.
 
     ``vec A`` is ``A`` (``K x r``) flattened row-major, then ``vec M`` (``r x K``). ``gram``
-    is ``C`` (default :math:`I_r`).
+    is ``C`` (default :math:`I_r`). The matrix is symmetric (``Y`` and ``C`` are, and the
+    ``A``-``M`` blocks are transposes of each other).
     """
-    X, Y = search_matrices(activation, mu, norm)
+    X, Y = search_matrices(activation, mu, norm, teacher=teacher, label=label)
     K, r = X.shape[0], int(rank)
     if r < 1:
         raise LoradynError(f"rank = {rank} is invalid: give a rank >= 1")
     C = np.eye(r) if gram is None else np.asarray(gram, dtype=float)
     if C.shape != (r, r):
         raise LoradynError(f"gram must be {r} x {r} for rank {r}")
-    eyeK, eyer = np.eye(K), np.eye(r)
+    eyer = np.eye(r)
     # dA_kj/dA_k'l = -Y_kk' C_lj ; dA_kj/dM_lk' = X_kk' delta_jl
     JAA = -np.einsum("ab,lj->ajbl", Y, C).reshape(K * r, K * r)
     JAM = np.einsum("ab,jl->ajlb", X, eyer).reshape(K * r, r * K)
     # dM_jk/dA_k'l = X_k'k delta_jl
     JMA = np.einsum("ba,jl->jabl", X, eyer).reshape(r * K, K * r)
     JMM = np.zeros((r * K, r * K))
-    del eyeK
     return np.block([[JAA, JAM], [JMA, JMM]])
 
 
 def search_rate(activation: str, mu: Array, rank: int, *, norm: str = "none",
-                gram: Array | None = None) -> float:
+                gram: Array | None = None, teacher: str | None = None,
+                label: str | None = None) -> float:
     r"""Escape rate :math:`\lambda_+`: largest real part of the eigenvalues of :func:`jacobian`.
 
     The Jacobian is symmetric whenever ``Y`` and ``C`` are (always for a Gram ``C`` and the
@@ -112,7 +147,7 @@ def search_rate(activation: str, mu: Array, rank: int, *, norm: str = "none",
     a non-symmetric matrix falls back to the general solver (eigenvalues only, no
     eigenvectors).
     """
-    J = jacobian(activation, mu, rank, norm=norm, gram=gram)
+    J = jacobian(activation, mu, rank, norm=norm, gram=gram, teacher=teacher, label=label)
     ev = np.linalg.eigvalsh(J) if is_symmetric(J) else np.linalg.eigvals(J).real
     return float(max(np.max(ev), 0.0))
 
@@ -150,11 +185,22 @@ def propagator(J: Array, x0: Array):
     return flow_general
 
 
-def collective_rate(activation: str, mu: Array, *, norm: str = "none") -> float:
-    r"""Closed-form :math:`\lambda_+` at :math:`C = I` (module docstring); independent of ``r``."""
+def collective_rate(activation: str, mu: Array, *, norm: str = "none",
+                    teacher: str | None = None, label: str | None = None) -> float:
+    r""":math:`\lambda_+` at :math:`C = I`, independent of ``r``.
+
+    At ``C = I`` the Jacobian is block diagonal over the rank directions, each block the
+    same ``2K x 2K`` matrix :math:`\begin{pmatrix}-Y & X\\ X^\top & 0\end{pmatrix}`, so
+    the rate is that block's largest eigenvalue for every ``r`` and every activation. Closed
+    forms (module docstring) for linear and he2-norm with identity labels.
+    """
     act, mu = _check(activation, mu)
     K = mu.size
-    n2 = norm_factor(norm, K) ** 2
+    tea = _act(teacher, "teacher") if teacher is not None else act
+    lab = get_label(label).name
+    if act not in CLOSED_FORM or tea != act or lab != "identity":
+        return search_rate(act, mu, 1, norm=norm, teacher=tea, label=lab)
+    n2 = norm_factor(norm, K, tea, lab) ** 2
     if act == "linear":
         d2 = float(np.sum((1.0 - mu) ** 2))
         return n2 * 2.0 * K * d2 / (K + math.sqrt(K * K + 4.0 * K * d2))
@@ -177,6 +223,8 @@ class TwoLayerTau:
     lambda_plus: Array
     tau: Array
     closed_form: float
+    teacher: str = ""
+    label: str = "identity"
 
     def rows(self) -> list[dict[str, float]]:
         """One dict per rank with keys ``rank, lambda_plus, tau``."""
@@ -186,10 +234,18 @@ class TwoLayerTau:
         ]
 
 
-def tau(activation: str, mu: Array, ranks: Array | int, *, norm: str = "none") -> TwoLayerTau:
+def tau(activation: str, mu: Array, ranks: Array | int, *, norm: str = "none",
+        teacher: str | None = None, label: str | None = None) -> TwoLayerTau:
     r"""Escape rate :math:`\lambda_+` (Jacobian eigenvalue, ``C = I``) and
-    :math:`\tau = 1/\lambda_+` for each rank; ``tau`` is ``inf`` where :math:`\lambda_+ = 0`."""
+    :math:`\tau = 1/\lambda_+` for each rank; ``tau`` is ``inf`` where :math:`\lambda_+ = 0`.
+
+    Any registered student activation, teacher (default: the student) and label transform
+    (``identity`` or ``square``, applied per teacher neuron). For ``K = 1`` and rank 1 this is
+    the single-index :func:`loradyn.linearization.tau`.
+    """
     act, mu_arr = _check(activation, mu)
+    tea = _act(teacher, "teacher") if teacher is not None else act
+    lab = get_label(label).name
     rk = np.atleast_1d(np.asarray(ranks))
     if rk.size == 0 or rk.ndim != 1:
         raise LoradynError("rank must be a list of integers >= 1")
@@ -201,13 +257,15 @@ def tau(activation: str, mu: Array, ranks: Array | int, *, norm: str = "none") -
         r_max = MAX_JACOBIAN // (2 * mu_arr.size)
         raise LoradynError(
             f"rank = {int(rk.max())} with K = {mu_arr.size} needs a {n_max} x {n_max} Jacobian: "
-            f"choose ranks <= {r_max} (tau of the linear model does not depend on the rank)"
+            f"choose ranks <= {r_max} (at C = I tau does not depend on the rank)"
         )
-    lam = np.array([search_rate(act, mu_arr, int(r), norm=norm) for r in rk])
+    lam = np.array([search_rate(act, mu_arr, int(r), norm=norm, teacher=tea, label=lab)
+                    for r in rk])
     with np.errstate(divide="ignore"):
         t = np.where(lam > 0, 1.0 / np.where(lam > 0, lam, 1.0), np.inf)
     return TwoLayerTau(act, tuple(float(v) for v in mu_arr), norm, rk, lam, t,
-                       collective_rate(act, mu_arr, norm=norm))
+                       collective_rate(act, mu_arr, norm=norm, teacher=tea, label=lab),
+                       tea, lab)
 
 
 def exit_time(tau_value: Array | float, d: int, radius: float = 0.5) -> Array:
@@ -224,8 +282,9 @@ def exit_time(tau_value: Array | float, d: int, radius: float = 0.5) -> Array:
 def linear_exit_time(
     activation: str, mu: Array, rank: int, *, m0: Array | float, a0: float,
     radius: float = 0.5, norm: str = "none", t_max: float = 1e5,
+    teacher: str | None = None, label: str | None = None,
 ) -> float:
-    r"""Exit time of the *linearized* flow from a given start (``C = I``).
+    r"""Exit time of the *linearized* flow from a given start (``C = I``), any activation.
 
     Solves :math:`x(t) = e^{Jt}x_0` for :math:`x = (\mathrm{vec}A, \mathrm{vec}M)` with
     :math:`A_0 = a_0\mathbf 1\mathbf 1^\top` and :math:`M_0` (``r x K``, or a number ``m``
@@ -244,7 +303,7 @@ def linear_exit_time(
     else:
         M0 = np.asarray(m0, dtype=float)
     x0 = np.concatenate([np.full(K * r, float(a0)), M0.ravel()])
-    flow = propagator(jacobian(act, mu_arr, r, norm=norm), x0)
+    flow = propagator(jacobian(act, mu_arr, r, norm=norm, teacher=teacher, label=label), x0)
 
     def overlap(t: float) -> float:
         x = flow(t)

@@ -49,6 +49,7 @@ Initialization (exact law at dimension ``d``):
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -60,7 +61,7 @@ from ..activations import get_activation
 from ..errors import LoradynError, check_mu
 
 Array = np.ndarray
-NORMS = ("none", "1/K", "1/sqrt(K)")
+NORMS = ("none", "1/K", "1/sqrt(K)", "auto")
 ENGINES = ("dense", "reduced", "ode")
 UPDATES = ("spherical", "renormalized")
 CLOSED_FORM = ("linear", "he2-norm")
@@ -77,15 +78,30 @@ def _act(name: object, what: str) -> str:
 def _norm_key(norm: object) -> str:
     key = str(norm).strip().replace(" ", "")
     low = {"none": "none", "1": "none", "1/k": "1/K", "1/sqrt(k)": "1/sqrt(K)",
-           "1/sqrtk": "1/sqrt(K)"}
+           "1/sqrtk": "1/sqrt(K)", "auto": "auto"}
     if key.lower() not in low:
         raise LoradynError(f"norm = {norm!r} is unknown: choose one of {', '.join(NORMS)}")
     return low[key.lower()]
 
 
-def norm_factor(norm: str, K: int) -> float:
-    r"""Output normalization :math:`\nu` (``none``: 1, ``1/K``, ``1/sqrt(K)``)."""
+def auto_norm(teacher: str, label: str | None = None) -> str:
+    r"""The reference code's readout convention: ``1/sqrt(K)`` when the label function has
+    Gaussian mean zero (:math:`E[T(\phi(z))] = 0`, :math:`z \sim N(0, 1)`; odd activations,
+    normalized Hermite polynomials), ``1/K`` otherwise (relu, sigmoid, squared labels)."""
+    from .moments import gaussian_means, target_fn
+
+    m1, m2 = gaussian_means(target_fn(teacher, label))
+    return "1/sqrt(K)" if abs(m1) <= 1e-12 * max(1.0, math.sqrt(abs(m2))) else "1/K"
+
+
+def norm_factor(norm: str, K: int, teacher: str | None = None, label: str | None = None) -> float:
+    r"""Output normalization :math:`\nu` (``none``: 1, ``1/K``, ``1/sqrt(K)``; ``auto`` picks
+    one of the last two from the teacher's Gaussian mean, :func:`auto_norm`)."""
     key = _norm_key(norm)
+    if key == "auto":
+        if teacher is None:
+            raise LoradynError("norm = auto needs the teacher activation to pick 1/K or 1/sqrt(K)")
+        key = auto_norm(teacher, label)
     return {"none": 1.0, "1/K": 1.0 / K, "1/sqrt(K)": 1.0 / math.sqrt(K)}[key]
 
 
@@ -129,7 +145,9 @@ class TwoLayerConfig:
     teacher
         Teacher activation :math:`\phi` (default: the student's).
     norm
-        Output normalization :math:`\nu`: ``none``, ``1/K`` or ``1/sqrt(K)``.
+        Output normalization :math:`\nu`: ``none``, ``1/K``, ``1/sqrt(K)`` or ``auto``
+        (``1/sqrt(K)`` for a label function with Gaussian mean zero, ``1/K`` otherwise, as
+        the reference code of the paper; :func:`auto_norm`).
     d, lr, batch, steps
         Dimension, learning rate :math:`\eta`, fresh samples per step, SGD steps. ODE time is
         ``step * lr``.
@@ -152,6 +170,23 @@ class TwoLayerConfig:
         always recorded.
     noise_term
         ODE engine only: include the finite-step drift proportional to :math:`\eta d/B`.
+    label
+        Label transform applied per teacher neuron, ``identity`` or ``square``:
+        :math:`y = \nu\sum_k T(\phi(w^*_k\cdot x))` (for ``K = 1`` the single-index labels).
+    from_scratch
+        Baseline without pre-training and without LoRA: the ``K`` student rows
+        :math:`w_k` are trained directly from random unit vectors (``mu`` only sets ``K``;
+        ``rank`` becomes ``K``, ``A`` is the identity and frozen, ``M`` is ``K x K``). Escape
+        is the first step with :math:`\max_{jk}|M_{jk}| \ge` ``threshold`` (some row
+        reaches the overlap with some teacher direction).
+    ranks
+        The ranks one :func:`loradyn.twolayer.simulate` call runs, stacked on a ``rank``
+        dimension (default: ``(rank,)``); kept in the result's ``attrs["config"]``, so
+        ``TwoLayerConfig.from_json(ds.attrs["config"])`` rebuilds the whole run.
+    engine
+        Execution option: ``reduced`` (default), ``dense`` or ``ode``.
+    stop_on_escape
+        End the run once every seed escaped (later records are NaN): for escape times.
     """
 
     mu: Any = (0.5, 0.5)
@@ -171,6 +206,11 @@ class TwoLayerConfig:
     threshold: float = 0.5
     record_every: int | None = None
     noise_term: bool = True
+    label: str = "identity"
+    from_scratch: bool = False
+    ranks: Any = None
+    engine: str = "reduced"
+    stop_on_escape: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.mu, str):
@@ -189,6 +229,12 @@ class TwoLayerConfig:
         set_(self, "teacher", _act(self.teacher if self.teacher is not None else self.activation,
                                    "teacher"))
         set_(self, "norm", _norm_key(self.norm))
+        from ..activations import get_label
+
+        set_(self, "label", get_label(self.label).name)
+        set_(self, "from_scratch", bool(self.from_scratch))
+        if self.from_scratch:
+            set_(self, "rank", len(self.mu))
         set_(self, "d", _int("d", self.d, 2))
         set_(self, "lr", _pos("lr", self.lr))
         set_(self, "batch", _int("batch", self.batch, 1))
@@ -223,6 +269,18 @@ class TwoLayerConfig:
         re = max(1, self.steps // 500) if self.record_every is None else self.record_every
         set_(self, "record_every", _int("record_every", re, 1))
         set_(self, "noise_term", bool(self.noise_term))
+        set_(self, "ranks", _ranks(self.ranks, self.rank))
+        if self.d < K + 2 * max(self.ranks):
+            raise LoradynError(
+                f"d = {self.d} is too small for K = {K} neurons and rank {max(self.ranks)}: "
+                f"use d >= K + 2r = {K + 2 * max(self.ranks)}"
+            )
+        eng = str(self.engine).strip().lower()
+        if eng not in ENGINES:
+            raise LoradynError(f"engine = {self.engine!r} is unknown: choose one of "
+                               f"{', '.join(ENGINES)}")
+        set_(self, "engine", eng)
+        set_(self, "stop_on_escape", bool(self.stop_on_escape))
 
     # ----------------------------------------------------------------------------------
     @property
@@ -233,12 +291,18 @@ class TwoLayerConfig:
     @property
     def nu(self) -> float:
         r"""Output normalization :math:`\nu`."""
-        return norm_factor(self.norm, self.K)
+        return norm_factor(self.norm, self.K, self.teacher, self.label)
+
+    @property
+    def norm_used(self) -> str:
+        """The normalization in force (``auto`` resolved to ``1/K`` or ``1/sqrt(K)``)."""
+        return auto_norm(self.teacher, self.label) if self.norm == "auto" else self.norm
 
     @property
     def closed_form(self) -> bool:
         """True when the population loss has the closed form (linear / he2-norm pair)."""
-        return self.activation in CLOSED_FORM and self.teacher in CLOSED_FORM
+        return (self.activation in CLOSED_FORM and self.teacher in CLOSED_FORM
+                and self.label == "identity")
 
     def initial_overlaps(self) -> Array:
         """The fixed initial ``M_0`` (``r x K``) when ``m0`` is given (see module docstring)."""
@@ -269,6 +333,7 @@ class TwoLayerConfig:
         """Plain-Python dict of every field (JSON-serializable)."""
         out = dataclasses.asdict(self)
         out["mu"] = list(self.mu)
+        out["ranks"] = list(self.ranks)
         return out
 
     def to_json(self) -> str:
@@ -276,9 +341,48 @@ class TwoLayerConfig:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
+    def from_dict(cls, data: Any) -> TwoLayerConfig:
+        """Build a config from :meth:`to_dict` output; an unknown key is a one-line error."""
+        if not isinstance(data, dict):
+            raise LoradynError(f"a TwoLayerConfig needs a mapping of fields, got "
+                               f"{type(data).__name__}")
+        names = {f.name for f in dataclasses.fields(cls) if f.init}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise LoradynError(f"unknown configuration key {unknown[0]!r}: valid keys are "
+                               f"{', '.join(sorted(names))}")
+        return cls(**data)
+
+    @classmethod
     def from_json(cls, text: str) -> TwoLayerConfig:
-        """Inverse of :meth:`to_json`."""
-        return cls(**json.loads(text))
+        """Inverse of :meth:`to_json` (also reads the ``attrs['config']`` of a result)."""
+        try:
+            data = json.loads(text)
+        except (TypeError, json.JSONDecodeError) as exc:
+            raise LoradynError(f"configuration is not valid JSON: {exc}") from None
+        return cls.from_dict(data)
+
+    def key(self) -> str:
+        """16-hex-digit content key: sha256 of the canonical JSON of every field (the
+        engine included: it changes the law of the result)."""
+        from ..params import canonical_json
+
+        text = canonical_json({"class": type(self).__name__, "config": self.to_dict()})
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _ranks(ranks: Any, rank: int) -> tuple[int, ...]:
+    """``ranks`` as a non-empty tuple of integers >= 1 (``None``: ``(rank,)``)."""
+    if ranks is None:
+        return (int(rank),)
+    if isinstance(ranks, str) or np.isscalar(ranks):
+        ranks = [ranks]
+    out = tuple(_int("ranks", r, 1) for r in ranks)
+    if not out:
+        raise LoradynError("ranks is empty: give at least one rank")
+    if len(set(out)) != len(out):
+        raise LoradynError("ranks contains a repeated rank: give each rank once")
+    return out
 
 
 @dataclass
@@ -330,7 +434,7 @@ def wishart(rng: np.random.Generator, df: int, scale: Array) -> Array:
 def initial_state(cfg: TwoLayerConfig, rng: np.random.Generator) -> State:
     """Draw ``(A_0, M_0, C_0)`` with the exact law of the dense initialization (see module doc)."""
     K, r, d = cfg.K, cfg.rank, cfg.d
-    A = np.full((K, r), float(cfg.a0))  # type: ignore[arg-type]
+    A = initial_A(cfg)
     if cfg.m0 is None:
         npar = rng.standard_normal((r, K))
         G = npar @ npar.T + bartlett_gram(rng, d - K, r)
@@ -346,6 +450,18 @@ def initial_state(cfg: TwoLayerConfig, rng: np.random.Generator) -> State:
         C = M @ M.T + np.outer(s, s) * R0
     C[np.arange(r), np.arange(r)] = 1.0
     return State(A, M, C)
+
+
+def initial_A(cfg: TwoLayerConfig) -> Array:
+    """``A_0``: all entries ``a0``; the identity (frozen) for ``from_scratch``."""
+    if cfg.from_scratch:
+        return np.eye(cfg.K)
+    return np.full((cfg.K, cfg.rank), float(cfg.a0))  # type: ignore[arg-type]
+
+
+def effective_mu(cfg: TwoLayerConfig) -> Array:
+    """The pre-trained alignments in the model: ``cfg.mu``, or zeros for ``from_scratch``."""
+    return np.zeros(cfg.K) if cfg.from_scratch else np.asarray(cfg.mu, dtype=float)
 
 
 def bartlett_gram(rng: np.random.Generator, df: int, r: int) -> Array:

@@ -81,11 +81,22 @@ import numpy as np
 
 from ..activations import get_activation
 from ..errors import LoradynError
-from ..gaussian import hermite_rule, rule_2d
-from .model import CLOSED_FORM, State, TwoLayerConfig
+from .model import CLOSED_FORM, State, TwoLayerConfig, effective_mu
+from .moments import (
+    gaussian_means,
+    joint_covariance,
+    noise_conditional,
+    noise_erf,
+    noise_quadrature,
+    noise_relu,
+    pair,
+    student_fn,
+    target_fn,
+)
 
 Array = np.ndarray
 _SQRT2 = np.sqrt(2.0)
+DEFAULT_PAIR_NODES = 48
 
 
 def _T(x: Array) -> Array:
@@ -147,45 +158,117 @@ def closed_loss(
     return 0.5 * nu * nu * (K - 2.0 * X + S)
 
 
-def loss_gradients(
+def _is_closed(activation: str, teacher: str, label: str | None) -> bool:
+    return (activation in CLOSED_FORM and teacher in CLOSED_FORM
+            and (label or "identity") in ("identity", "none"))
+
+
+def generic_terms(
     mu: Array, A: Array, M: Array, C: Array, *, activation: str, teacher: str | None = None,
-    nu: float = 1.0,
-) -> tuple[Array, Array, Array, Array]:
-    r"""``(gA, GW, S, L)``: :math:`\nabla_A L`, :math:`(\nabla_V L)W^{*\top}`,
-    :math:`(\nabla_V L)V^\top` and L (closed form)."""
-    teacher = teacher or activation
-    _check_closed(activation, teacher)
-    mu = np.asarray(mu, dtype=float)
+    label: str | None = None, nu: float = 1.0, method: str = "auto",
+    nodes: int = DEFAULT_PAIR_NODES,
+) -> tuple[Array, Array, Array]:
+    r"""``(G_P, G_Q, L)`` for any activations from pair expectations (:mod:`.moments`).
+
+    With :math:`X_{kl} = E[\sigma(\lambda_k)t(z^*_l)]` (variances ``Q_kk, 1``, covariance
+    ``P_kl``) and :math:`S_{kl} = E[\sigma(\lambda_k)\sigma(\lambda_l)]` (``Q_kk, Q_ll,
+    Q_kl``),
+
+    .. math::
+
+        L = \tfrac{\nu^2}{2}\big(K E[t^2] + K(K-1)E[t]^2 - 2\textstyle\sum X + \sum S\big),
+        \quad G_P = -\nu^2\,\partial_c X,
+
+    :math:`(G_Q)_{kl} = \tfrac{\nu^2}{2}\partial_c S_{kl}` for ``k != l`` and
+    :math:`(G_Q)_{kk} = \tfrac{\nu^2}{2}\big(\partial_c S_{kk} + 2\sum_l \partial_{q_a}S_{kl}\big)
+    - \nu^2\sum_l \partial_{q_a} X_{kl}` (``G_Q`` symmetric, :math:`dL = tr(G_P^\top dP) +
+    tr(G_Q dQ)`).
+    """
+    sig = student_fn(activation)
+    tgt = target_fn(teacher or activation, label)
     P, Q = covariances(mu, A, M, C)
     K = P.shape[-1]
-    X, dX = _x_term(activation, teacher, P)
-    Sv, dS = _s_term(activation, Q)
+    qd = np.diagonal(Q, axis1=-2, axis2=-1)
+    Ex, Exc, Exa, _ = pair(sig, tgt, qd[..., :, None], 1.0, P, method=method, nodes=nodes)
+    Es, Esc, Esa, Esb = pair(sig, sig, qd[..., :, None], qd[..., None, :], Q, method=method,
+                             nodes=nodes)
+    m1, m2 = gaussian_means(tgt)
     n2 = nu * nu
-    GP = -n2 * dX
-    GQ = 0.5 * n2 * dS
+    L = 0.5 * n2 * (K * m2 + K * (K - 1) * m1 * m1 - 2.0 * Ex.sum(axis=(-2, -1))
+                    + Es.sum(axis=(-2, -1)))
+    GP = -n2 * Exc
+    diag = (np.diagonal(Esc, axis1=-2, axis2=-1) + Esa.sum(axis=-1) + Esb.sum(axis=-2))
+    GQ = 0.5 * n2 * Esc
+    idx = np.arange(K)
+    GQ[..., idx, idx] = 0.5 * n2 * diag - n2 * Exa.sum(axis=-1)
+    return GP, GQ, L
+
+
+def loss_gradients(
+    mu: Array, A: Array, M: Array, C: Array, *, activation: str, teacher: str | None = None,
+    nu: float = 1.0, label: str | None = None, method: str = "auto",
+) -> tuple[Array, Array, Array, Array]:
+    r"""``(gA, GW, S, L)``: :math:`\nabla_A L`, :math:`(\nabla_V L)W^{*\top}`,
+    :math:`(\nabla_V L)V^\top` and L.
+
+    ``method='auto'`` uses the closed forms for linear / he2-norm (identity labels) and the
+    pair expectations of :func:`generic_terms` otherwise; ``'quadrature'`` forces pairwise
+    quadrature for every activation (used to test the closed forms).
+    """
+    teacher = teacher or activation
+    mu = np.asarray(mu, dtype=float)
+    P, Q = covariances(mu, A, M, C)
+    if method == "auto" and _is_closed(activation, teacher, label):
+        K = P.shape[-1]
+        X, dX = _x_term(activation, teacher, P)
+        Sv, dS = _s_term(activation, Q)
+        n2 = nu * nu
+        GP = -n2 * dX
+        GQ = 0.5 * n2 * dS
+        L = 0.5 * n2 * (K - 2.0 * X + Sv)
+    else:
+        GP, GQ, L = generic_terms(mu, A, M, C, activation=activation, teacher=teacher,
+                                  label=label, nu=nu, method=method)
     DMt = _T(M) * mu[:, None]
     gA = GP @ _T(M) + 2.0 * GQ @ (DMt + A @ C)
     GW = _T(A) @ (GP + 2.0 * GQ @ P)
     S = _T(A) @ gA
-    L = 0.5 * n2 * (K - 2.0 * X + Sv)
     return gA, GW, S, L
 
 
 def noise_matrix(
-    mu: Array, A: Array, M: Array, C: Array, *, activation: str, nu: float = 1.0
+    mu: Array, A: Array, M: Array, C: Array, *, activation: str, nu: float = 1.0,
+    teacher: str | None = None, label: str | None = None, method: str = "auto",
+    nodes: int | None = None,
 ) -> Array:
-    r""":math:`H_{kk'} = \nu^2 E[(\hat y - y)^2\sigma'(\lambda_k)\sigma'(\lambda_{k'})]`
-    (teacher = student, linear or he2-norm)."""
+    r""":math:`H_{kk'} = \nu^2 E[(\hat y - y)^2\sigma'(\lambda_k)\sigma'(\lambda_{k'})]`.
+
+    ``method='auto'``: closed forms for linear / he2-norm; the exact Gaussian-tilt identity
+    for erf (:func:`.moments.noise_erf`); for relu, conditioning on the two derivative
+    factors with a closed-form inner expectation (:func:`.moments.noise_relu`); otherwise
+    the same conditioning with quadrature inside and out (:func:`.moments.noise_conditional`,
+    about 1% accurate for erf-like narrow :math:`\sigma'^2`, better for wide ones).
+    ``method='quadrature'`` forces one 4-D Gauss-Hermite rule per quadruple
+    (:func:`.moments.noise_quadrature`, ``nodes`` per dimension; exact for polynomials).
+    """
+    teacher = teacher or activation
     P, Q = covariances(mu, A, M, C)
     K = P.shape[-1]
+    plain = (label or "identity") in ("identity", "none") and teacher == activation
+    if method != "auto":
+        return noise_quadrature(joint_covariance(P, Q), student_fn(activation),
+                                target_fn(teacher, label), nu, nodes=nodes)
+    if not plain or activation not in ("linear", "he2-norm", "erf", "relu"):
+        return noise_conditional(joint_covariance(P, Q), student_fn(activation),
+                                 target_fn(teacher, label), nu)
+    if activation == "erf":
+        return noise_erf(joint_covariance(P, Q), nu)
+    if activation == "relu":
+        return noise_relu(joint_covariance(P, Q), nu)
     if activation == "linear":
         ER2 = nu * nu * (Q - P - _T(P) + np.eye(K)).sum(axis=(-2, -1))
         return nu * nu * ER2[..., None, None] * np.ones_like(Q)
-    if activation != "he2-norm":
-        raise LoradynError(f"the finite-step term needs linear or he2-norm, not {activation}")
-    top = np.concatenate([Q, P], axis=-1)
-    bot = np.concatenate([_T(P), np.broadcast_to(np.eye(K), P.shape)], axis=-1)
-    Sig = np.concatenate([top, bot], axis=-2)
+    Sig = joint_covariance(P, Q)
     dg = np.concatenate([np.ones(K), -np.ones(K)])
     DS = dg[:, None] * Sig
     t1 = np.trace(DS, axis1=-2, axis2=-1)
@@ -197,27 +280,32 @@ def noise_matrix(
 
 
 def flow(
-    cfg: TwoLayerConfig, A: Array, M: Array, C: Array, *, step_noise: float | None = None
+    cfg: TwoLayerConfig, A: Array, M: Array, C: Array, *, step_noise: float | None = None,
+    H: Array | None = None,
 ) -> tuple[Array, Array, Array]:
     r"""Right-hand side :math:`(\dot A, \dot M, \dot C)` of the ODE (module docstring).
 
-    ``step_noise`` is :math:`\eta d/B` (default from ``cfg`` when ``cfg.noise_term``, else 0).
+    Any student / teacher activation and label (closed forms, exact identities or
+    quadrature, see :func:`loss_gradients` and :func:`noise_matrix`). ``step_noise`` is
+    :math:`\eta d/B` (default from ``cfg`` when ``cfg.noise_term``, else 0). With
+    ``cfg.from_scratch`` the pre-trained part is 0 and ``A`` (the identity) is frozen.
+    ``H`` (:func:`noise_matrix`) may be given to reuse it (the ODE engine evaluates it once
+    per SGD step).
     """
-    if cfg.activation != cfg.teacher:
-        raise LoradynError(
-            "the ODE needs the same teacher and student activation (linear or he2-norm)"
-        )
-    mu = np.asarray(cfg.mu)
-    gA, GW, S, _ = loss_gradients(mu, A, M, C, activation=cfg.activation, nu=cfg.nu)
+    mu = effective_mu(cfg)
+    gA, GW, S, _ = loss_gradients(mu, A, M, C, activation=cfg.activation, teacher=cfg.teacher,
+                                  nu=cfg.nu, label=cfg.label)
     s = np.diagonal(S, axis1=-2, axis2=-1)
-    dA = -gA
+    dA = np.zeros_like(gA) if cfg.from_scratch else -gA
     dM = -(GW - s[..., :, None] * M)
     X = S - s[..., :, None] * C
     dC = -(X + _T(X))
     if step_noise is None:
         step_noise = cfg.lr * cfg.d / cfg.batch if cfg.noise_term else 0.0
     if step_noise:
-        H = noise_matrix(mu, A, M, C, activation=cfg.activation, nu=cfg.nu)
+        if H is None:
+            H = noise_matrix(mu, A, M, C, activation=cfg.activation, nu=cfg.nu,
+                             teacher=cfg.teacher, label=cfg.label)
         h = _T(A) @ H @ A
         hd = np.diagonal(h, axis1=-2, axis2=-1)
         dM = dM - step_noise * 0.5 * hd[..., :, None] * M
@@ -229,62 +317,36 @@ def flow(
 # Generic activations: pairwise quadrature; Monte Carlo for tests
 
 
-def _pair(f, g, qa: Array, qb: Array, c: Array, n: int) -> Array:
-    r""":math:`E[f(a)g(b)]`, centred Gaussian pairs: variances ``qa, qb``, covariance ``c``."""
-    qa, qb, c = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (qa, qb, c)))
-    sa = np.sqrt(np.clip(qa, 0.0, None))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        cz = np.where(sa > 0, c / np.where(sa > 0, sa, 1.0), 0.0)
-    s = np.sqrt(np.clip(qb - cz * cz, 0.0, None))
-    fk, gk = tuple(f.kinks), tuple(g.kinks)
-    if all(k == 0.0 for k in fk):
-        rule = rule_2d(cz, s, fk, gk, n)
-        a = sa[..., None, None] * rule.zs
-        b = cz[..., None, None] * rule.zs + s[..., None, None] * rule.eta
-        return rule.expect(f.f(a) * g.f(b))
-    out = np.empty(qa.shape)
-    for idx in np.ndindex(qa.shape):
-        ks = tuple(k / sa[idx] for k in fk) if sa[idx] > 0 else ()
-        rule = rule_2d(cz[idx], s[idx], ks, gk, n)
-        a = sa[idx] * rule.zs
-        b = cz[idx] * rule.zs + s[idx] * rule.eta
-        out[idx] = rule.expect(f.f(a) * g.f(b))
-    return out
-
-
 def quadrature_loss(
     mu: Array, A: Array, M: Array, C: Array, *, activation: str, teacher: str | None = None,
-    nu: float = 1.0, nodes: int = 48,
+    nu: float = 1.0, nodes: int = 48, label: str | None = None,
 ) -> Array:
-    """Population loss for any registered activations by pairwise 2-D Gaussian quadrature."""
-    sig = get_activation(activation)
-    phi = get_activation(teacher or activation)
-    P, Q = covariances(mu, A, M, C)
-    K = P.shape[-1]
-    qd = np.diagonal(Q, axis1=-2, axis2=-1)
-    ss = _pair(sig, sig, qd[..., :, None], qd[..., None, :], Q, nodes).sum(axis=(-2, -1))
-    st = _pair(sig, phi, qd[..., :, None] + 0 * P, np.ones_like(P), P, nodes).sum(axis=(-2, -1))
-    x, w = hermite_rule(max(nodes, 64))
-    if phi.kinks:
-        from ..gaussian import expect_1d
+    """Population loss for any registered activations by pairwise 2-D Gaussian quadrature
+    (kink-split rule of :func:`.moments.rule_pair`)."""
+    return generic_terms(mu, A, M, C, activation=activation, teacher=teacher, label=label,
+                         nu=nu, method="quadrature", nodes=nodes)[2]
 
-        kb = np.asarray(phi.kinks, dtype=float)[None, :]
-        m1 = float(np.ravel(expect_1d(phi.f, kb, nodes))[0])
-        m2 = float(np.ravel(expect_1d(lambda z: phi.f(z) ** 2, kb, nodes))[0])
-    else:
-        m1 = float(np.sum(w * phi.f(x)))
-        m2 = float(np.sum(w * phi.f(x) ** 2))
-    tt = K * m2 + K * (K - 1) * m1 * m1
-    return 0.5 * nu * nu * (tt - 2.0 * st + ss)
+
+def loss_method(cfg: TwoLayerConfig) -> str:
+    """How :func:`loss` computes ``cfg``'s loss: ``closed-form``, ``exact`` (pair identities,
+    erf / relu) or ``quadrature``."""
+    if cfg.closed_form:
+        return "closed-form"
+    sig, tgt = student_fn(cfg.activation), target_fn(cfg.teacher, cfg.label)
+    from .moments import has_exact_pair
+
+    return "exact" if has_exact_pair(sig, sig) and has_exact_pair(sig, tgt) else "quadrature"
 
 
 def loss(cfg: TwoLayerConfig, state: State, nodes: int = 48) -> Array:
-    """Population loss of ``state`` under ``cfg``: closed form when available, else quadrature."""
+    """Population loss of ``state`` under ``cfg``: closed form when available, exact pair
+    identities or pairwise quadrature otherwise."""
+    mu = effective_mu(cfg)
     if cfg.closed_form:
-        return closed_loss(cfg.mu, state.A, state.M, state.C, activation=cfg.activation,
+        return closed_loss(mu, state.A, state.M, state.C, activation=cfg.activation,
                            teacher=cfg.teacher, nu=cfg.nu)
-    return quadrature_loss(cfg.mu, state.A, state.M, state.C, activation=cfg.activation,
-                           teacher=cfg.teacher, nu=cfg.nu, nodes=nodes)
+    return generic_terms(mu, state.A, state.M, state.C, activation=cfg.activation,
+                         teacher=cfg.teacher, label=cfg.label, nu=cfg.nu, nodes=nodes)[2]
 
 
 def monte_carlo_loss(
@@ -295,13 +357,13 @@ def monte_carlo_loss(
     Draws the ``2K`` pre-activations :math:`(\\lambda, z^*)` from their joint Gaussian law
     (covariance built from ``P, Q``) and averages :math:`(\\hat y - y)^2/2`.
     """
-    P, Q = covariances(cfg.mu, state.A, state.M, state.C)
+    P, Q = covariances(effective_mu(cfg), state.A, state.M, state.C)
     K = cfg.K
     Sig = np.block([[Q, P], [P.T, np.eye(K)]])
     lam, U = np.linalg.eigh(Sig)
     F = U * np.sqrt(np.clip(lam, 0.0, None))
     g = rng.standard_normal((n, 2 * K)) @ F.T
-    sig, phi = get_activation(cfg.activation), get_activation(cfg.teacher)
-    r = cfg.nu * (sig.f(g[:, :K]).sum(axis=1) - phi.f(g[:, K:]).sum(axis=1))
+    sig, tgt = get_activation(cfg.activation), target_fn(cfg.teacher, cfg.label)
+    r = cfg.nu * (sig.f(g[:, :K]).sum(axis=1) - tgt.f(g[:, K:]).sum(axis=1))
     l = 0.5 * r * r
     return float(l.mean()), float(l.std(ddof=1) / np.sqrt(n))

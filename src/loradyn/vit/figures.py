@@ -22,8 +22,9 @@ def plot_run(out: str | Path, seeds: tuple[int, ...] | None = None,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from ..io import load_netcdf as _load_nc
+    from .rundir import pretrain_dir
     from .table import collect
-    from .train import _load_nc, pretrain_dir
 
     out = Path(out)
     cfg, res = collect(out, seeds, allow_missing)

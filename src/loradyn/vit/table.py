@@ -32,7 +32,7 @@ def collect(out: str | Path, seeds: tuple[int, ...] | None = None,
     """The stored config and the finished fine-tune datasets keyed by (checkpoint, seed).
 
     ``seeds=None``: the stored seeds and every seed with a finished fine-tune on disk."""
-    from .train import _try_nc, finetune_path, load_run_config
+    from .rundir import finetune_path, load_run_config, try_netcdf
 
     out = Path(out)
     cfg = load_run_config(out)
@@ -46,7 +46,7 @@ def collect(out: str | Path, seeds: tuple[int, ...] | None = None,
             p = finetune_path(out, cfg.pretrain_seed_for(s), c, s)
             ds = None
             if p.exists():  # an unreadable result is set aside and counts as unfinished
-                ds = _try_nc(p, cfg.finetune.epochs, ("test_acc",), ("source_acc",),
+                ds = try_netcdf(p, cfg.finetune.epochs, ("test_acc",), ("source_acc",),
                              "it counts as unfinished: rerun 'loradyn vit run'")
             if ds is not None:
                 res[(c, s)] = ds
@@ -99,7 +99,8 @@ def write_table(out: str | Path, seeds: tuple[int, ...] | None = None,
                 allow_missing: bool = False) -> tuple[Path, list[dict[str, Any]]]:
     """Write ``out/table.csv`` (header ``task,checkpoint,source_acc_mean,source_acc_std,
     ft_acc_at_<E>_mean,ft_acc_at_<E>_std`` per reported epoch E) atomically."""
-    from .train import _atomic_text, load_run_config
+    from ..io import atomic_write_text
+    from .rundir import load_run_config
 
     out = Path(out)
     cfg = load_run_config(out)
@@ -111,7 +112,7 @@ def write_table(out: str | Path, seeds: tuple[int, ...] | None = None,
     for r in rows:
         w.writerow([r[k] if isinstance(r[k], str | int) else f"{r[k]:.2f}" for k in cols])
     path = out / "table.csv"
-    _atomic_text(buf.getvalue(), path)
+    atomic_write_text(path, buf.getvalue(), encoding=None, mkdir=False)
     return path, rows
 
 

@@ -27,8 +27,6 @@ import contextlib
 import json
 import logging
 import math
-import os
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,10 +38,22 @@ import torch.nn.functional as F
 import xarray as xr
 
 from ..errors import DivergenceError, LoradynError
-from ..io import atomic_write, atomic_write_text
+from ..io import atomic_write, atomic_write_text, load_netcdf, save_netcdf
 from .config import ExperimentConfig
 from .data import TaskData, load_task, per_class_subset
 from .model import add_lora, build_vit, check_geometry, check_trainable
+from .rundir import (  # noqa: F401 - the run directory's API, re-exported
+    CorruptFileWarning,
+    check_run_dir,
+    checkpoint_path,
+    finetune_path,
+    load_run_config,
+    prepare_run_dir,
+    pretrain_dir,
+    read_config,
+    set_aside,
+    try_netcdf,
+)
 
 log = logging.getLogger(__name__)
 
@@ -109,76 +119,26 @@ def _atomic_text(text: str, path: Path) -> None:
     atomic_write_text(path, text, encoding=None, mkdir=False)
 
 
-def _load_nc(path: Path) -> xr.Dataset:
-    with xr.open_dataset(path) as ds:
-        return ds.load()
-
-
-class CorruptFileWarning(UserWarning):
-    """A run-directory file could not be read back; it was moved aside and is redone."""
-
-
-def _set_aside(path: Path, why: object, redo: str) -> None:
-    """Move a corrupt file to ``NAME.corrupt`` and warn once, naming it and what is redone."""
-    path = Path(path)
-    with contextlib.suppress(OSError):
-        os.replace(path, path.with_name(path.name + ".corrupt"))
-    reason = " ".join(str(why).split())[:160] or type(why).__name__
-    warnings.warn(f"{path} was unreadable ({reason}); moved aside to {path.name}.corrupt, "
-                  f"{redo}", CorruptFileWarning, stacklevel=3)
+_atomic_netcdf = save_netcdf  # the one netCDF writer (kept under the old private names)
+_load_nc = load_netcdf
+_try_nc = try_netcdf
 
 
 # what a torch.load of a damaged file raises (truncated zip, bad pickle, short read)
 _TORCH_ERRORS = (RuntimeError, EOFError, OSError, ValueError, KeyError, TypeError,
                  AttributeError, IndexError, ImportError, __import__("pickle").UnpicklingError)
-_NC_ERRORS = (OSError, ValueError, RuntimeError, KeyError, TypeError, IndexError)
 
 
 def _try_torch(path: Path, keys: tuple[str, ...], map_location: Any, redo: str) -> Any | None:
     """``torch.load(path)`` (weights only) checked to be a dict with ``keys``; a file that
-    fails is set aside (:func:`_set_aside`) and ``None`` returned."""
+    fails is set aside (:func:`set_aside`) and ``None`` returned."""
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
         if not isinstance(obj, dict) or any(k not in obj for k in keys):
             raise ValueError(f"not a dict with {', '.join(keys)}")
         return obj
     except _TORCH_ERRORS as exc:
-        _set_aside(path, exc, redo)
-        return None
-
-
-def _try_nc(path: Path, epochs: int, variables: tuple[str, ...], attrs: tuple[str, ...],
-            redo: str) -> xr.Dataset | None:
-    """A result dataset checked to have ``variables`` over ``epochs + 1`` epochs and
-    ``attrs``; an unreadable or incomplete file is set aside and ``None`` returned."""
-    try:
-        ds = _load_nc(path)
-        missing = [v for v in variables if v not in ds.data_vars] + [
-            a for a in attrs if a not in ds.attrs]
-        if missing:
-            raise ValueError(f"lacks {', '.join(missing)}")
-        if ds.sizes.get("epoch") != epochs + 1:
-            raise ValueError(f"has {ds.sizes.get('epoch')} epochs, expected {epochs + 1}")
-        return ds
-    except _NC_ERRORS as exc:
-        _set_aside(path, exc, redo)
-        return None
-
-
-def _read_config(p: Path, heal: bool) -> ExperimentConfig | None:
-    """The stored config; ``None`` if absent. A corrupt one is set aside when ``heal``
-    (the caller rewrites it), else a one-line error."""
-    if not p.exists():
-        return None
-    try:
-        return ExperimentConfig.from_dict(json.loads(p.read_text()))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, LoradynError) as exc:
-        if not heal:
-            raise LoradynError(
-                f"{p} is unreadable ({' '.join(str(exc).split())[:160]}): rerun 'loradyn vit "
-                "run' with the experiment's --preset/--config to rewrite it"
-            ) from None
-        _set_aside(p, exc, "rewritten from the given configuration")
+        set_aside(path, exc, redo)
         return None
 
 
@@ -267,70 +227,6 @@ class _Counter:
         self.progress(min(1.0, self.done / self.total), message)
 
 
-# --------------------------------------------------------------------------- run dir
-
-
-def pretrain_dir(out: Path, pseed: int) -> Path:
-    return Path(out) / "pretrain" / f"seed{pseed}"
-
-
-def checkpoint_path(out: Path, pseed: int, epoch: int) -> Path:
-    return pretrain_dir(out, pseed) / f"ckpt_{epoch:03d}.pt"
-
-
-def finetune_path(out: Path, pseed: int, epoch: int, seed: int) -> Path:
-    return Path(out) / "finetune" / f"p{pseed}_ckpt{epoch:03d}_seed{seed}.nc"
-
-
-def load_run_config(out: str | Path) -> ExperimentConfig:
-    """The experiment stored in ``out/config.json``."""
-    p = Path(out) / "config.json"
-    cfg = _read_config(p, heal=False)
-    if cfg is None:
-        raise LoradynError(f"{p} not found; run 'loradyn vit run' or 'vit pretrain' first")
-    return cfg
-
-
-def check_run_dir(cfg: ExperimentConfig, out: str | Path) -> None:
-    """Raise a user error if ``out`` holds a run of another configuration."""
-    p = Path(out) / "config.json"
-    old = _read_config(p, heal=True)
-    if old is not None:
-        if old.work_key() != cfg.work_key():
-            raise LoradynError(
-                f"{out} holds a run of another configuration ({old.name}, scale {old.scale}); "
-                "use another --out directory"
-            )
-
-
-def prepare_run_dir(cfg: ExperimentConfig, out: str | Path) -> ExperimentConfig:
-    """Create ``out`` and store ``cfg``; refuse a directory holding another experiment.
-
-    Seeds accumulate: a rerun with new seeds adds them to the stored list. Returns the
-    stored config.
-    """
-    out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise LoradynError(f"cannot create the run directory {out}: {exc.strerror or exc}; "
-                           "choose another --out") from None
-    p = out / "config.json"
-    if p.is_dir():
-        raise LoradynError(f"{p} is a directory: use another --out directory")
-    old = _read_config(p, heal=True)
-    if old is not None:
-        if old.work_key() != cfg.work_key():
-            raise LoradynError(
-                f"{out} holds a run of another configuration ({old.name}, scale {old.scale}); "
-                "use another --out directory"
-            )
-        seeds = tuple(sorted(set(old.seeds) | set(cfg.seeds)))
-        cfg = cfg.with_seeds(seeds)
-    _atomic_text(json.dumps(cfg.to_dict(), indent=1, sort_keys=True), p)
-    return cfg
-
-
 # --------------------------------------------------------------------------- pretrain
 
 
@@ -397,7 +293,7 @@ def pretrain(
             hist = {k: list(v) for k, v in st["hist"].items()}
             start = int(st["epoch"])
         except _TORCH_ERRORS as exc:  # a state of another shape: start over
-            _set_aside(state_path, exc, f"pre-training seed {pseed} restarts from epoch 0")
+            set_aside(state_path, exc, f"pre-training seed {pseed} restarts from epoch 0")
             torch.manual_seed(pseed)
             model = build_vit(cfg.vit, src.num_classes).to(dev)
             opt = torch.optim.AdamW(model.parameters(), lr=pt.lr, weight_decay=pt.weight_decay)
@@ -447,7 +343,7 @@ def _pretrain_done(out: Path, pseed: int, epochs: int,
     """The finished pre-training's history if it and every checkpoint read back, else
     ``None`` (the unreadable files set aside: the pre-training is redone)."""
     redo = f"pre-training seed {pseed} is redone"
-    hist = _try_nc(pretrain_dir(out, pseed) / "history.nc", epochs,
+    hist = try_netcdf(pretrain_dir(out, pseed) / "history.nc", epochs,
                    ("test_acc", "test_loss", "train_loss", "lr"), ("pretrain_seed",), redo)
     bad = [e for e in checkpoints if _try_torch(
         checkpoint_path(out, pseed, e), ("model", "source_acc", "source_loss"), "cpu",
@@ -520,7 +416,7 @@ def finetune(
     counter = _counter or _Counter(ft.epochs, progress)
     tag = f"finetune ckpt {checkpoint} seed {seed}"
     if path.exists():
-        done = _try_nc(path, ft.epochs, ("test_acc", "test_loss", "train_loss"),
+        done = try_netcdf(path, ft.epochs, ("test_acc", "test_loss", "train_loss"),
                        ("source_acc", "checkpoint", "seed"), f"{tag} is redone")
         if done is not None:
             counter.add(ft.epochs, f"{tag}: done")
@@ -582,7 +478,7 @@ def finetune(
                     raise KeyError(f"unknown parameters {bad[:2]}")
                 opt.load_state_dict(opt_state)
             except _TORCH_ERRORS as exc:
-                _set_aside(state_path, exc, f"{tag} restarts from epoch 0")
+                set_aside(state_path, exc, f"{tag} restarts from epoch 0")
                 raise LoradynError(
                     f"{state_path} did not fit the model and was set aside: rerun to redo "
                     f"{tag}"
