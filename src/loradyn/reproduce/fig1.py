@@ -17,7 +17,7 @@ from . import stats as S
 from .registry import FigureContext, FigureOutput, register
 
 # idle 2-core seconds, calibrated from measured CPU time (scripts/calibrate_estimates.py)
-ESTIMATE = {"quick": 10.0, "paper": 75.0}
+ESTIMATE = {"quick": 11.0, "paper": 75.0}
 ACTS = ("linear", "erf", "relu", "sigmoid")
 DYN_MUS = (0.1, 0.3, 0.5, 0.7, 0.9)
 

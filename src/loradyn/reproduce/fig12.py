@@ -13,7 +13,7 @@ from ._vit import draw, run_preset
 from .registry import FigureContext, FigureOutput, register
 
 # idle 2-core seconds, calibrated from measured CPU time (scripts/calibrate_estimates.py)
-ESTIMATE = {"test": 15.0, "quick": 23.0, "paper": 130.0}
+ESTIMATE = {"test": 15.0, "quick": 25.0, "paper": 130.0}
 
 
 @register("fig12", "ViT LoRA transfer, digits -> shifted digits (App. J, Fig. 12 analog)",

@@ -22,7 +22,7 @@ from .registry import FigureContext, FigureOutput, register
 ACTS = ("linear", "he2-norm")
 RADIUS = 0.25
 # idle 2-core seconds, calibrated from measured CPU time (scripts/calibrate_estimates.py)
-ESTIMATE = {"test": 8.0, "quick": 3.8, "paper": 200.0}
+ESTIMATE = {"test": 8.0, "quick": 5.8, "paper": 200.0}
 DENSE_MAX_D = 2000  # the dense engine costs O(B d) per step: cap d (and B = d / 10) there
 
 

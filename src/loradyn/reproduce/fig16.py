@@ -15,7 +15,7 @@ from . import _common as C
 from .registry import FigureContext, FigureOutput, register
 
 ACTS = ("erf", "relu")
-ESTIMATE = {"test": 6.0, "quick": 5.0, "paper": 600.0}
+ESTIMATE = {"test": 6.0, "quick": 2.1, "paper": 600.0}
 
 
 def settings(scale: str) -> dict:

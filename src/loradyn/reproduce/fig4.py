@@ -27,7 +27,7 @@ from .registry import FigureContext, FigureOutput, register
 
 # idle 2-core seconds: 12 seeds x 3 protocols plus the stage-2 basin grid (about 4e5
 # seed-steps of the reduced engine at ~5e-5 s each; the two-protocol version took 4.1 s)
-ESTIMATE = {"quick": 30.0, "paper": 120.0}
+ESTIMATE = {"quick": 20.0, "paper": 120.0}
 MU = 0.3
 SWITCH_M = 0.25
 SWITCH_U = 0.6  # |u| after re-alignment: c = mu + 0.6 |m| ~ 0.45 at |m| = 0.25

@@ -13,7 +13,7 @@ from . import stats as S
 from .registry import FigureContext, FigureOutput, register
 
 # idle 2-core seconds, calibrated from measured CPU time (scripts/calibrate_estimates.py)
-ESTIMATE = {"quick": 12.0, "paper": 74.0}
+ESTIMATE = {"quick": 13.5, "paper": 74.0}
 ACTS = ("linear", "erf", "relu", "sigmoid")
 
 
