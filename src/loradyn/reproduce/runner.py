@@ -390,25 +390,36 @@ class _Tasks:
                 fut = self.client.submit(run_checked, get_kind(kind).run, params, engine,
                                          code_hash(), key=f"loradyn-{key}", pure=False)
                 cell = self.cells[key] = {"future": fut, "done": threading.Event()}
+        # wait for the cluster without the gate, but write the store only while holding
+        # it: netCDF/HDF5 is not thread-safe, and another figure thread may be writing its
+        # own data (two concurrent writes crashed the process with a segmentation fault)
+        result, error = None, None
         self.gate.release()
         try:
             if owner:
                 try:
-                    ds = self.store.stamp(cell["future"].result(), key)
-                    self.store.write(key, ds)
-                    cell["value"] = ds
+                    result = cell["future"].result()
                 except BaseException as exc:
-                    cell["error"] = exc
-                    raise
-                finally:
-                    cell["future"].release()
-                    cell["done"].set()
+                    error = exc
             else:
                 cell["done"].wait()
-                if "error" in cell:
-                    raise cell["error"]
         finally:
             self.gate.acquire()
+        if owner:
+            try:
+                if error is not None:
+                    raise error
+                ds = self.store.stamp(result, key)
+                self.store.write(key, ds)
+                cell["value"] = ds
+            except BaseException as exc:
+                cell["error"] = exc
+                raise
+            finally:
+                cell["future"].release()
+                cell["done"].set()
+        elif "error" in cell:
+            raise cell["error"]
         return cell["value"]
 
 
