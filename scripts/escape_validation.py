@@ -6,14 +6,30 @@
 
 Each cell (activation, mu, d, lr d / B) simulates ``seeds`` trajectories of one-pass SGD
 with the reduced engine (``u0 = 1/sqrt(d)``, ``w0`` uniform, escape at ``|m| >= 0.5``) for
-``1.6 q95_pred + 20`` steps, and compares with the prediction: quantiles q10/q50/q90, and
-a one-sample Kolmogorov-Smirnov test of ``escape_step - U[0, 1)`` (a jitter that makes the
-integer steps continuous; the prediction is for the continuous crossing time) against the
-predicted CDF, restricted to steps below the cap (a censored seed is counted above the
-cap; the restriction can only raise the p-value). Results go to one JSON file per cell in
-``--out`` (atomic; a rerun skips finished cells). Cells whose estimated cost exceeds the
-budget are skipped, most expensive (high mu, large d, small lr d / B) first, and listed.
-``--write`` puts the table between the markers of docs/theory.md.
+a cap of ``1.6 q95_pred + 20`` steps (``4 tau log(R sqrt d) / lr + 50`` where the
+prediction at run time is not finite) and stores each seed's raw escape step (``-1``:
+censored, no escape before the cap) with the cap, in one JSON file per cell in ``--out``
+(atomic; a rerun skips finished cells). Cells whose estimated cost exceeds the budget are
+skipped, most expensive (high mu, large d, small lr d / B) first, and listed.
+
+``--write`` recomputes everything from the stored raw steps with the *current* prediction
+code (so the grid can run while the prediction improves): the predicted quantiles, the
+regime flag and diagnostics, the simulated quantiles q10/q50/q90 (a censored seed counts
+as above the cap) and a one-sample Kolmogorov-Smirnov test of ``escape_step - U[0, 1)`` (a
+jitter that makes the integer steps continuous; the prediction is for the continuous
+crossing time) against the predicted CDF. Censoring is exact in the KS statistic: the
+empirical CDF is known up to the cap, and above it only its value at the cap,
+``(seeds - censored) / seeds``, enters (a cell whose cap is below the predicted q95 is
+flagged ``cap < q95``). The table goes between the markers of docs/theory.md.
+
+Units of ``lr d / B``: the grid's ``x`` is the noise parameter of section 12 of
+docs/theory.md, ``x = eta_eff d / B`` with ``eta_eff = lr`` for the normalized activations
+and ``eta_eff = K! K lr = 0.2`` for He_3, which the paper runs at ``lr = 0.2 / 18``: the
+drift of He_K scales like ``K! K`` and the per-sample gradient variance like ``(K! K)^2``,
+so ``lr d h0 / (B lambda_+) = (K! K lr) d / B * h0~ / lambda~`` with the normalized
+``h0~ = h0 / (K! K)^2`` and ``lambda~ = lambda_+ / (K! K)`` of the same size as for the other
+activations. He_3 cells therefore use ``B = round(0.2 d / x)`` (18 times the batch of
+``round(lr d / x)``), the same batch as every other activation at the same ``x``.
 """
 
 from __future__ import annotations
@@ -22,6 +38,7 @@ import argparse
 import json
 import math
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -39,14 +56,21 @@ MUS = (0.05, 0.2, 0.35, 0.5, 0.65, 0.8, 0.9)
 HE3_GAP = (0.25, 0.40)  # around its singularity at 0.3207
 LR = 0.2
 RADIUS = 0.5
-NS_PER_SAMPLE = 250e-9  # reduced engine, samples sampler, loaded shared core (measured)
-S_PER_STEP = 2e-5  # per-step overhead of a vectorized group
+# CPU seconds of the reduced engine (measured on this machine, one thread: 50-140 ns per
+# sample for He3 / erf, plus a per trajectory-step overhead)
+NS_PER_SAMPLE = 90e-9
+S_PER_TRAJ_STEP = 2e-6
 S_PER_GRAM_STEP = 3e-6  # Gram sampler (linear), per trajectory-step
 
 
 def lr_for(act: str) -> float:
     """The paper divides the learning rate of a pure He_K by K! K (He3: 18)."""
     return LR / 18.0 if act == "he3" else LR
+
+
+def eta_eff(act: str) -> float:
+    """The learning rate in the paper's units (``K! K lr`` for He3): ``x = eta_eff d / B``."""
+    return LR if act == "he3" else lr_for(act)
 
 
 def grid(kind: str, seeds: int | None = None) -> list[dict]:
@@ -66,7 +90,7 @@ def grid(kind: str, seeds: int | None = None) -> list[dict]:
                     lr = lr_for(act)
                     n = seeds or (400 if (d <= 1000 and kind == "full") else 200)
                     cells.append({"act": act, "mu": mu, "d": d, "x": x, "lr": lr,
-                                  "batch": max(1, round(lr * d / x)), "seeds": n})
+                                  "batch": max(1, round(eta_eff(act) * d / x)), "seeds": n})
     return cells
 
 
@@ -81,51 +105,76 @@ def predict(c: dict):
                                radius=RADIUS)
 
 
+def cap_for(c: dict, pred) -> int:
+    """Steps simulated: 1.6 q95 + 20 of the prediction (2 q95 + 20 where lr d / B > 1, the
+    noise-driven side), else 4 times Prop. 1 (+ 50)."""
+    q95 = float(pred.quantiles[0, -1])
+    if math.isfinite(q95):
+        return int((1.6 if c["x"] <= 1 else 2.0) * q95) + 20
+    lead = float(pred.leading[0])
+    return int(4 * lead) + 50 if math.isfinite(lead) else 0
+
+
 def cost(c: dict, pred) -> float:
     """Estimated seconds of the simulation of one cell."""
-    q95 = float(pred.quantiles[0, -1])
-    if not math.isfinite(q95):
+    steps = cap_for(c, pred)
+    if steps == 0:
         return 0.0
-    steps = 1.6 * q95 + 20
     if c["act"] == "linear":
         return steps * c["seeds"] * S_PER_GRAM_STEP + 1.0
-    return steps * (c["seeds"] * c["batch"] * NS_PER_SAMPLE + S_PER_STEP) + 1.0
+    return steps * c["seeds"] * (c["batch"] * NS_PER_SAMPLE + S_PER_TRAJ_STEP) + 1.0
 
 
 def run_cell(c: dict) -> dict:
-    """Simulate one cell and compare with the prediction."""
-    from scipy import stats
+    """Simulate one cell; store the raw escape steps (``-1`` = censored) and the cap."""
+    import warnings
 
     from loradyn.config import RunConfig
     from loradyn.engines import simulate
-    from loradyn.escape import QUANTILES
 
-    t0 = time.perf_counter()
-    pred = predict(c)
-    t_pred = time.perf_counter() - t0
-    out = dict(c, in_regime=bool(pred.in_regime[0]), noise_fraction=float(pred.noise_fraction[0]),
-               start_nonlinearity=float(pred.start_nonlinearity[0]),
-               exit_delay=float(pred.exit_delay[0]),
-               pred_q=[float(v) for v in pred.quantiles[0]], pred_mean=float(pred.mean[0]),
-               pred_seconds=t_pred, tau=float(pred.tau[0]))
-    if not np.all(np.isfinite(pred.quantiles[0])):
-        out.update(status="no prediction (the mean flow does not reach the radius)")
+    steps = c["cap"] if "cap" in c else cap_for(c, predict(c))
+    out = dict(c, cap=steps)
+    if steps == 0:
+        out.update(status="not simulated (tau is infinite)", raw=[])
         return out
-    steps = int(1.6 * pred.quantiles[0, -1]) + 20
-    t0 = time.perf_counter()
-    import warnings
-
+    t0, c0 = time.perf_counter(), time.process_time()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ds = simulate(RunConfig(teacher=c["act"], mu=[c["mu"]], d=c["d"], lr=c["lr"],
                                 batch=c["batch"], steps=steps, seeds=c["seeds"],
                                 record_every=steps, threshold=RADIUS))
-    e = ds.escape_step.values[0].astype(float)
+    e = np.asarray(ds.escape_step.values[0], dtype=np.int64)
     div = ds.diverged.values[0]
     out["sim_seconds"] = time.perf_counter() - t0
-    out["steps"] = steps
-    out["censored"] = int(np.sum(e < 0))
+    out["sim_cpu_seconds"] = time.process_time() - c0
+    out["raw"] = [int(v) for v in e]
     out["diverged"] = int(np.sum(div & (e < 0)))
+    out["status"] = "simulated"
+    return out
+
+
+def evaluate(r: dict, pred=None) -> dict:
+    """Prediction (current code) and comparison statistics of one stored cell."""
+    from scipy import stats
+
+    from loradyn.escape import QUANTILES
+
+    t0 = time.perf_counter()
+    pred = predict(r) if pred is None else pred
+    out = dict(r, in_regime=bool(pred.in_regime[0]), noise_fraction=float(pred.noise_fraction[0]),
+               start_nonlinearity=float(pred.start_nonlinearity[0]),
+               exit_delay=float(pred.exit_delay[0]),
+               pred_q=[float(v) for v in pred.quantiles[0]], pred_mean=float(pred.mean[0]),
+               pred_seconds=time.perf_counter() - t0, tau=float(pred.tau[0]))
+    if r.get("status") != "simulated":
+        return out
+    if not np.all(np.isfinite(pred.quantiles[0])):
+        out["status"] = "no prediction (the mean flow does not reach the radius)"
+        return out
+    e = np.asarray(r["raw"], dtype=float)
+    cap = int(r["cap"])
+    out["censored"] = int(np.sum(e < 0))
+    out["cap_below_q95"] = bool(cap < pred.quantiles[0, -1])
     e[e < 0] = np.inf
     out["sim_q"] = [float(v) for v in np.quantile(e, QUANTILES)]
     out["sim_mean"] = float(np.mean(e))
@@ -134,7 +183,9 @@ def run_cell(c: dict) -> dict:
     n = e.size
     F = pred.cdf(0, fin)
     i = np.arange(1, fin.size + 1)
-    D = float(np.max(np.maximum(i / n - F, F - (i - 1) / n))) if fin.size else 1.0
+    D = float(np.max(np.maximum(i / n - F, F - (i - 1) / n))) if fin.size else 0.0
+    # censored seeds: the empirical CDF stays at fin.size / n up to the cap
+    D = max(D, float(pred.cdf(0, np.array([float(cap)]))[0]) - fin.size / n)
     out["ks_D"] = D
     out["ks_p"] = float(stats.kstwo.sf(D, n))
     out["status"] = "done"
@@ -149,8 +200,9 @@ def _write_json(path: Path, obj: dict) -> None:
 
 
 def load(out: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))
-            if p.name != "skipped.json"]
+    """The stored cells (files with raw steps; older files without them are ignored)."""
+    cells = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
+    return [c for c in cells if "raw" in c]
 
 
 def _fmt(v: float, digits: int = 4) -> str:
@@ -179,18 +231,23 @@ def markdown(results: list[dict], skipped: list[dict], missing: list[dict] | Non
                  f"1%: {len(ks_in)}/{len(inr)} in regime, {len(ks_ok)}/{len(done)} of all "
                  "simulated cells.")
     lines.append("")
-    lines.append("| activation | mu | d | lr d/B | B | seeds | q10 pred / sim | q50 pred / sim "
+    lines.append("| activation | mu | d | x = lr d/B | B | seeds | q10 pred / sim | q50 pred / sim "
                  "| q90 pred / sim | q50 error | KS p | noise share | regime |")
     lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in results:
         head = (f"| {r['act']} | {r['mu']:g} | {r['d']} | {r['x']:g} | {r['batch']} | "
                 f"{r['seeds']} |")
         if r.get("status") != "done":
+            if r.get("status", "").startswith("not simulated"):
+                lines.append(f"{head} - | - | - | - | - | - | outside: {r['status']} |")
+                continue
             lines.append(f"{head} - | - | - | - | - | {r['noise_fraction']:.2f} | "
                          f"outside: {r.get('status')} |")
             continue
         pq, sq = r["pred_q"], r["sim_q"]
         cens = f" ({r['censored']} censored)" if r["censored"] else ""
+        if r.get("cap_below_q95"):
+            cens += " (cap < q95)"
         regime = ("inside" if r["in_regime"] else "outside") + cens
         lines.append(
             f"{head} {_fmt(pq[1])} / {_fmt(sq[1])} | {_fmt(pq[3])} / {_fmt(sq[3])} | "
@@ -227,6 +284,7 @@ def main() -> None:
                     help="estimated simulation seconds per worker (default: 55 min)")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--seeds", type=int, default=None, help="seeds per cell (default 400/200)")
+    ap.add_argument("--dry-run", action="store_true", help="only print the cells that fit")
     ap.add_argument("--write", action="store_true", help="only write the table to docs/theory.md")
     args = ap.parse_args()
     out = Path(args.out)
@@ -234,25 +292,23 @@ def main() -> None:
     skipped_path = out / "skipped.txt"  # not *.json: load() reads every cell file
     if args.write:
         skipped = json.loads(skipped_path.read_text()) if skipped_path.exists() else []
-        results = load(out)
-        for r in results:  # cells run before the regime diagnostics existed
-            if "exit_delay" not in r:
-                p = predict(r)
-                r.update(in_regime=bool(p.in_regime[0]),
-                         start_nonlinearity=float(p.start_nonlinearity[0]),
-                         exit_delay=float(p.exit_delay[0]))
+        results = [evaluate(r) for r in load(out)]
         have = {key(r) for r in results} | {key(c) for c in skipped}
         missing = [c for c in grid(args.grid, args.seeds) if key(c) not in have]
         block = markdown(results, skipped, missing)
         DOC.write_text(insert(DOC.read_text(), block))
+        print(block.splitlines()[0])
         print(f"updated {DOC}")
         return
+    t_start = time.perf_counter()
     cells = grid(args.grid, args.seeds)
-    todo = []
+    todo, preds = [], {}
     for c in cells:
         if (out / f"{key(c)}.json").exists():
             continue
-        c["cost"] = cost(c, predict(c))
+        preds[key(c)] = p = predict(c)
+        c["cost"] = cost(c, p)
+        c["cap"] = cap_for(c, p)
         todo.append(c)
     todo.sort(key=lambda c: c["cost"])
     total, keep, skipped = 0.0, [], []
@@ -265,21 +321,40 @@ def main() -> None:
     old = json.loads(skipped_path.read_text()) if skipped_path.exists() else []
     names = {key(c) for c in keep}
     skipped_all = [s for s in old if key(s) not in names] + skipped
-    skipped_path.write_text(json.dumps(skipped_all))
-    print(f"{len(keep)} cells to run (estimated {total:.0f} s), {len(skipped)} skipped",
-          flush=True)
+    if not args.dry_run:
+        skipped_path.write_text(json.dumps(skipped_all))
+    print(f"{len(keep)} cells to run (estimated {total:.0f} s), {len(skipped)} skipped; "
+          f"predictions took {time.perf_counter() - t_start:.0f} s", flush=True)
+    if args.dry_run:
+        for c in keep:
+            print(f"  {key(c)} B={c['batch']} cap={c['cap']} est {c['cost']:.1f} s")
+        return
     t0 = time.perf_counter()
+    cpu_cells = 0.0
     with ProcessPoolExecutor(max_workers=args.workers) as ex:
         futs = {ex.submit(run_cell, c): c for c in keep}
         for f in as_completed(futs):
             c = futs[f]
             r = f.result()
             _write_json(out / f"{key(c)}.json", r)
-            msg = r.get("status")
+            cpu_cells += r.get("sim_cpu_seconds", 0.0)
+            ev = evaluate(r, preds[key(c)])
+            msg = ev.get("status")
             if msg == "done":
-                msg = (f"q50 {r['pred_q'][3]:.1f}/{r['sim_q'][3]:.1f} KS p {r['ks_p']:.3f} "
-                       f"({r['sim_seconds']:.1f} s, est {c['cost']:.1f})")
+                msg = (f"q50 {ev['pred_q'][3]:.1f}/{ev['sim_q'][3]:.1f} KS p {ev['ks_p']:.3f} "
+                       f"({r['sim_seconds']:.1f} s wall, {r['sim_cpu_seconds']:.1f} s CPU, "
+                       f"est {c['cost']:.1f})")
             print(f"[{time.perf_counter() - t0:7.1f} s] {key(c)}: {msg}", flush=True)
+    wall = time.perf_counter() - t_start
+    ru_self = resource.getrusage(resource.RUSAGE_SELF)
+    ru_kids = resource.getrusage(resource.RUSAGE_CHILDREN)  # the joined pool workers
+    cpu = sum(r.ru_utime + r.ru_stime for r in (ru_self, ru_kids))
+    line = (f"{len(keep)} cells, whole script (cost estimates included): wall {wall:.0f} s, "
+            f"CPU {cpu:.0f} s (simulations {cpu_cells:.0f} s CPU), workers {args.workers}, "
+            f"load average at the end {os.getloadavg()[0]:.2f}")
+    with open(out / "runs.log", "a") as fh:
+        fh.write(line + "\n")
+    print(line)
 
 
 if __name__ == "__main__":
