@@ -163,7 +163,8 @@ def evaluate(r: dict, pred=None) -> dict:
     pred = predict(r) if pred is None else pred
     out = dict(r, in_regime=bool(pred.in_regime[0]), noise_fraction=float(pred.noise_fraction[0]),
                start_nonlinearity=float(pred.start_nonlinearity[0]),
-               exit_delay=float(pred.exit_delay[0]),
+               exit_delay=float(pred.exit_delay[0]), mult_noise=float(pred.mult_noise[0]),
+               nonlinear_start=bool(pred.nonlinear_start[0]),
                pred_q=[float(v) for v in pred.quantiles[0]], pred_mean=float(pred.mean[0]),
                pred_seconds=time.perf_counter() - t0, tau=float(pred.tau[0]))
     if r.get("status") != "simulated":
@@ -220,28 +221,38 @@ def markdown(results: list[dict], skipped: list[dict], missing: list[dict] | Non
     def rel(r, j):
         return r["pred_q"][j] / r["sim_q"][j] - 1.0
 
-    med_ok = [r for r in inr if abs(rel(r, 3)) <= 0.10]
-    tail_ok = [r for r in inr if abs(rel(r, 1)) <= 0.15 and abs(rel(r, 5)) <= 0.15]
-    ks_ok = [r for r in done if r["ks_p"] >= 0.01]
-    ks_in = [r for r in inr if r["ks_p"] >= 0.01]
-    lines.append(f"Cells simulated: {len(done)} ({len(inr)} inside the regime "
-                 "`lr d / B <= 1` with both diagnostics below their limits); predicted median "
-                 f"within 10%: {len(med_ok)}/{len(inr)} in "
-                 f"regime; q10 and q90 within 15%: {len(tail_ok)}/{len(inr)}; KS not rejected at "
-                 f"1%: {len(ks_in)}/{len(inr)} in regime, {len(ks_ok)}/{len(done)} of all "
-                 "simulated cells.")
+    def score(cells):
+        med = sum(abs(rel(r, 3)) <= 0.10 for r in cells)
+        tail = sum(abs(rel(r, 1)) <= 0.15 and abs(rel(r, 5)) <= 0.15 for r in cells)
+        ks = sum(r["ks_p"] >= 0.01 for r in cells)
+        return med, tail, ks
+
+    from loradyn.escape import MAX_MULT_NOISE as MAX_MULT
+
+    small = [r for r in done if r["x"] <= 1]
+    m_in, t_in, k_in = score(inr)
+    m_sm, t_sm, k_sm = score(small)
+    ks_all = sum(r["ks_p"] >= 0.01 for r in done)
+    lines.append(
+        f"Cells simulated: {len(done)}. Inside the regime (`x <= 1` and `mult_noise <= "
+        f"{MAX_MULT}`): {len(inr)} cells; predicted median within 10%: {m_in}/{len(inr)}; "
+        f"q10 and q90 within 15%: {t_in}/{len(inr)}; KS not rejected at 1%: "
+        f"{k_in}/{len(inr)}. All cells with `x <= 1`: {len(small)}; median within 10%: "
+        f"{m_sm}/{len(small)}; q10 and q90 within 15%: {t_sm}/{len(small)}; KS not rejected: "
+        f"{k_sm}/{len(small)}. KS not rejected at 1% in {ks_all}/{len(done)} of all simulated "
+        "cells.")
     lines.append("")
     lines.append("| activation | mu | d | x = lr d/B | B | seeds | q10 pred / sim | q50 pred / sim "
-                 "| q90 pred / sim | q50 error | KS p | noise share | regime |")
-    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+                 "| q90 pred / sim | q50 error | KS p | noise share | mult. noise | regime |")
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in results:
         head = (f"| {r['act']} | {r['mu']:g} | {r['d']} | {r['x']:g} | {r['batch']} | "
                 f"{r['seeds']} |")
         if r.get("status") != "done":
             if r.get("status", "").startswith("not simulated"):
-                lines.append(f"{head} - | - | - | - | - | - | outside: {r['status']} |")
+                lines.append(f"{head} - | - | - | - | - | - | - | outside: {r['status']} |")
                 continue
-            lines.append(f"{head} - | - | - | - | - | {r['noise_fraction']:.2f} | "
+            lines.append(f"{head} - | - | - | - | - | {r['noise_fraction']:.2f} | - | "
                          f"outside: {r.get('status')} |")
             continue
         pq, sq = r["pred_q"], r["sim_q"]
@@ -249,10 +260,12 @@ def markdown(results: list[dict], skipped: list[dict], missing: list[dict] | Non
         if r.get("cap_below_q95"):
             cens += " (cap < q95)"
         regime = ("inside" if r["in_regime"] else "outside") + cens
+        if r.get("nonlinear_start"):
+            regime += " (nonlinear start)"
         lines.append(
             f"{head} {_fmt(pq[1])} / {_fmt(sq[1])} | {_fmt(pq[3])} / {_fmt(sq[3])} | "
             f"{_fmt(pq[5])} / {_fmt(sq[5])} | {100 * rel(r, 3):+.1f}% | {r['ks_p']:.3g} | "
-            f"{r['noise_fraction']:.2f} | {regime} |")
+            f"{r['noise_fraction']:.2f} | {r['mult_noise']:.3f} | {regime} |")
     if skipped:
         lines.append("")
         lines.append(f"Skipped for the time budget ({len(skipped)} cells, estimated cost of "

@@ -49,6 +49,7 @@ import xarray as xr
 from scipy.special import ndtr
 
 from .errors import LoradynError, check_mu
+from .gaussian import rule_2d
 from .linearization import coefficients, growth_rate
 from .population import Problem, flow, make_problem, population
 
@@ -60,8 +61,16 @@ QUANTILE_NAMES = ("q05", "q10", "q25", "q50", "q75", "q90", "q95")
 #: (docs/theory.md, generated table); larger values are flagged ``in_regime = False``.
 REGIME_MAX_STEP_NOISE = 1.0
 #: limits of the two diagnostics (calibrated on the validation grid, docs/theory.md s. 12)
-MAX_START_NONLINEARITY = 1.0
-MAX_EXIT_DELAY = 0.5
+MAX_EXIT_DELAY = 0.5  # reported only (no longer part of the regime)
+#: limit of ``mult_noise``, the log-variance of ``m`` that the neglected multiplicative
+#: noise accumulates over the median escape (calibrated on the validation grid)
+MAX_MULT_NOISE = 0.05
+#: above this ``start_nonlinearity`` the start law is mapped through the nonlinear flow from
+#: the actual start points ``(u0, m0)`` (a grid of ``m0``) instead of projected on ``e_+``
+START_NONLINEAR_SWITCH = 0.2
+_M0_NODES = 25  # m0 grid of the nonlinear start (interpolated onto _M0_FINE points)
+_M0_FINE = 801
+_M0_SPAN = 6.0  # the grid covers m0 in +- _M0_SPAN / sqrt(d)
 _NONLINEAR_TOL = 1e-3  # relative size of the cubic terms at the start amplitude epsilon
 _EPS_MAX = 0.05
 _ODE_TOL = 2e-3  # on the first-order embedded estimate (ROS2 itself is second order)
@@ -104,16 +113,22 @@ class EscapeResult:
         :math:`s^2 / (s^2 + e_{+,m}^2/d)` (1 for a fixed ``m0``).
     in_regime
         Where the prediction is validated: ``lr d / B <= REGIME_MAX_STEP_NOISE``, a finite
-        ``tau``, a mean flow that reaches the radius, ``start_nonlinearity <= 1`` and
-        ``exit_delay <= 0.5``.
+        ``tau``, a mean flow that reaches the radius and ``mult_noise <= MAX_MULT_NOISE``.
     start_nonlinearity
         Relative deviation of the flow from its linearization at the typical start
         amplitude :math:`|c| + 2\\sigma` along :math:`e_+` (large for a kinked student at
-        small ``mu``, where :math:`u_0 \\sim \\mu`).
+        small ``mu``, where :math:`u_0 \\sim \\mu`). Above ``START_NONLINEAR_SWITCH`` the
+        start law is mapped through the nonlinear flow (``nonlinear_start`` is True).
     exit_delay
         How much longer the nonlinear exit takes than the linear extrapolation to ``R``, in
         units of :math:`\tau`; large near a fixed point of the mean flow below ``R``, where
-        the exit is noise-driven.
+        the exit is noise-driven (reported; not part of the regime).
+    nonlinear_start
+        Where the start law came from the flow integrated from the actual start points.
+    mult_noise
+        Variance of :math:`\\log|m|` accumulated over the median escape by the multiplicative
+        SGD noise of :math:`m`, which the prediction neglects:
+        :math:`\\eta^2 (e_{+,u}/e_{+,m})^2 \\mathrm{Var}(g z^*)\\, q_{50} / B`.
     config
         The settings (problem, ``d``, ``lr``, ``batch``, ``radius``, ``u0``, ``m0``, ``starts``).
     """
@@ -130,6 +145,8 @@ class EscapeResult:
     exit_delay: Array
     config: dict
     _tables: list = field(default_factory=list, repr=False, compare=False)
+    nonlinear_start: Array | None = None
+    mult_noise: Array | None = None
 
     def rows(self) -> list[dict[str, float | bool]]:
         """One dict per mu: ``mu, q05, ..., q95, mean, tau, leading, noise_fraction, in_regime``."""
@@ -143,6 +160,8 @@ class EscapeResult:
             r["noise_fraction"] = float(self.noise_fraction[i])
             r["start_nonlinearity"] = float(self.start_nonlinearity[i])
             r["exit_delay"] = float(self.exit_delay[i])
+            r["mult_noise"] = float(self.mult_noise[i]) if self.mult_noise is not None \
+                else float("nan")
             r["in_regime"] = bool(self.in_regime[i])
             out.append(r)
         return out
@@ -160,6 +179,8 @@ class EscapeResult:
                 "noise_fraction": ("mu", self.noise_fraction),
                 "start_nonlinearity": ("mu", self.start_nonlinearity),
                 "exit_delay": ("mu", self.exit_delay),
+                "mult_noise": ("mu", self.mult_noise if self.mult_noise is not None
+                               else np.full(mu.size, np.nan)),
                 "in_regime": ("mu", self.in_regime.astype(bool)),
             },
             coords={"mu": mu, "level": np.asarray(QUANTILES)},
@@ -179,7 +200,7 @@ class EscapeResult:
         if tab is None:
             return np.full(t.shape, np.nan)
         x = _x_of_steps(tab, t)
-        return 1.0 - _cdf_x(x, tab["c"], tab["sigma"], tab["starts"])
+        return 1.0 - _cdf_tab(tab, x)
 
 
 def _cdf_x(x: Array, c: float | Array, sigma: float | Array, starts: int) -> Array:
@@ -190,6 +211,42 @@ def _cdf_x(x: Array, c: float | Array, sigma: float | Array, starts: int) -> Arr
         f1 = np.where(sigma > 0, ndtr((x - c) / sig) - ndtr((-x - c) / sig),
                       (x >= np.abs(c)).astype(float))
     return np.clip(f1, 0.0, 1.0) ** starts
+
+
+def _cdf_mix(x: Array, alpha: Array, w: Array, s: float, starts: int) -> Array:
+    r""":math:`P(\max_{j\le r}|\alpha(m_0) + W| \le x)`: a mixture over the ``m0`` grid.
+
+    ``alpha`` are the effective start amplitudes on the grid of ``m0`` (weights ``w``, sum 1)
+    and ``W ~ N(0, s^2)`` the SGD noise of the linear phase.
+    """
+    x = np.maximum(np.asarray(x, dtype=float), 0.0)
+    xs = x[..., None]
+    f1 = np.tensordot(ndtr((xs - alpha) / s) - ndtr((-xs - alpha) / s), w, axes=([-1], [0]))
+    return np.clip(f1, 0.0, 1.0) ** starts
+
+
+def _cdf_tab(tab: dict, x: Array) -> Array:
+    """CDF of the effective start amplitude ``X`` of one ``mu`` (folded normal or mixture)."""
+    if "alpha" in tab:
+        return _cdf_mix(x, tab["alpha"], tab["w"], tab["s"], tab["starts"])
+    return _cdf_x(x, tab["c"], tab["sigma"], tab["starts"])
+
+
+def _quantile_tab(tab: dict, p: Array) -> Array:
+    """Quantiles of ``X`` at levels ``p`` by bisection in ``log x`` on :func:`_cdf_tab`."""
+    p = np.asarray(p, dtype=float)
+    if "alpha" in tab:
+        top = float(np.max(np.abs(tab["alpha"]))) + 10.0 * tab["s"]
+    else:
+        top = abs(tab["c"]) + 10.0 * tab["sigma"]
+    lo = np.full(p.shape, math.log(top) - 60.0)
+    hi = np.full(p.shape, math.log(top) + 1.0)
+    for _ in range(80):
+        mid = 0.5 * (lo + hi)
+        below = _cdf_tab(tab, np.exp(mid)) < p
+        lo = np.where(below, mid, lo)
+        hi = np.where(below, hi, mid)
+    return np.exp(0.5 * (lo + hi))
 
 
 def _quantile_x(p: Array, c: Array, sigma: Array, starts: int) -> Array:
@@ -246,13 +303,17 @@ def _ros2_paths(
     a_coef: Array,
     b_coef: Array,
     tol: float | None = None,
+    x0: Array | None = None,
 ) -> list[dict | None]:
-    """Integrate the modified flow from the unstable manifold to ``|m| = R`` (all mu at once).
+    """Integrate the modified flow from the unstable manifold to ``|m| = R`` (all rows at once).
 
     Time ``s = lambda_+ t``. ROS2 (a W-method: second order for any approximation of the
     Jacobian, refreshed every ``_JAC_EVERY`` steps) with step control on its embedded
-    first-order solution. Returns per mu ``{"logA", "s", "s_exit"}`` along the path
-    (``None`` where the flow does not reach the radius within ``log(1/eps) + 30``).
+    first-order solution. Returns per row ``{"logA", "s", "s_exit", "sign"}`` along the
+    path (``None`` where the flow does not reach the radius within ``log(1/A_0) + 30``).
+    The start is ``eps e_+`` (amplitude where the nonlinear terms are ``_NONLINEAR_TOL`` of
+    the linear ones), or the given points ``x0`` (rows ``(u, m)``; rows of ``mu`` may
+    repeat).
     """
     tol = _ODE_TOL if tol is None else tol
     n = mu.size
@@ -270,9 +331,9 @@ def _ros2_paths(
     d0 = 1e-6
     Jq = np.empty((n, 2, 2))
     for j in range(2):
-        x0 = np.zeros((n, 2))
-        x0[:, j] = d0
-        Jq[:, :, j] = (raw(x0, all_idx) - raw(-x0, all_idx)) / (2 * d0)
+        xp = np.zeros((n, 2))
+        xp[:, j] = d0
+        Jq[:, :, j] = (raw(xp, all_idx) - raw(-xp, all_idx)) / (2 * d0)
     Jx = np.stack([np.stack([-a_coef, -b_coef], -1), np.stack([-b_coef, np.zeros(n)], -1)],
                   -2) / lam[:, None, None]
     dJ = Jx - Jq
@@ -303,15 +364,19 @@ def _ros2_paths(
     # start amplitude: nonlinear terms of relative size _NONLINEAR_TOL. The flow is odd in
     # (u, m), so they are cubic (deviation ~ eps^2) for smooth activations; a kink makes
     # them quadratic (ReLU: |u| enters), hence the second, linear-rule correction.
-    eps = np.full(n, 1e-2)
-    with np.errstate(divide="ignore"):
-        eps = np.clip(eps * np.sqrt(_NONLINEAR_TOL / np.maximum(deviation(eps), 1e-300)),
-                      1e-8, _EPS_MAX)
-        dev = deviation(eps)
-        eps = np.where(dev > 2 * _NONLINEAR_TOL,
-                       np.clip(eps * _NONLINEAR_TOL / np.maximum(dev, 1e-300), 1e-8, _EPS_MAX),
-                       eps)
-    x = eps[:, None] * e
+    if x0 is None:
+        eps = np.full(n, 1e-2)
+        with np.errstate(divide="ignore"):
+            eps = np.clip(eps * np.sqrt(_NONLINEAR_TOL / np.maximum(deviation(eps), 1e-300)),
+                          1e-8, _EPS_MAX)
+            dev = deviation(eps)
+            eps = np.where(dev > 2 * _NONLINEAR_TOL,
+                           np.clip(eps * _NONLINEAR_TOL / np.maximum(dev, 1e-300), 1e-8,
+                                   _EPS_MAX), eps)
+        x = eps[:, None] * e
+    else:
+        x = np.array(x0, dtype=float)
+        eps = np.maximum(np.abs(np.einsum("ni,ni->n", x, e)), 1e-8)
     s = np.zeros(n)
     h = np.full(n, 0.1)
     s_cap = np.log(1.0 / eps) + 30.0
@@ -319,8 +384,11 @@ def _ros2_paths(
     path_s = np.zeros((n, cap))
     path_a = np.zeros((n, cap))
     path_a[:, 0] = eps
+    path_x = np.zeros((n, cap, 2))
+    path_x[:, 0] = x
     count = np.ones(n, dtype=np.int64)
     s_exit = np.full(n, np.nan)
+    sign = np.zeros(n)
     active = np.ones(n, bool)
     ka = lr * lam / 2.0  # modified equation in s-time: f - (eta lambda / 2) J_s f
     J = np.zeros((n, 2, 2))
@@ -369,6 +437,7 @@ def _ros2_paths(
             frac = np.where(hi_m > lo_m, (math.log(radius) - lo_m) / np.where(
                 hi_m > lo_m, hi_m - lo_m, 1.0), 1.0)
             s_exit[i_ex] = s[i_ex] + ha[ex] * np.clip(frac, 0.0, 1.0)
+            sign[i_ex] = np.sign(xn[ex, 1])
             active[i_ex] = False
         mv = ok & ~crosses
         if np.any(mv):
@@ -377,6 +446,7 @@ def _ros2_paths(
             x[i_mv] = xn[mv]
             path_s[i_mv, count[i_mv]] = s[i_mv]
             path_a[i_mv, count[i_mv]] = np.abs(np.einsum("ni,ni->n", xn[mv], e[i_mv]))
+            path_x[i_mv, count[i_mv]] = xn[mv]
             count[i_mv] += 1
             active[i_mv[s[i_mv] > s_cap[i_mv]]] = False
         h[idx] = np.minimum(ha * fac, _H_MAX)
@@ -387,7 +457,8 @@ def _ros2_paths(
             continue
         k = count[i]
         a = np.maximum.accumulate(path_a[i, :k])
-        out.append({"logA": np.log(a), "s": path_s[i, :k].copy(), "s_exit": float(s_exit[i])})
+        out.append({"logA": np.log(a), "s": path_s[i, :k].copy(), "s_exit": float(s_exit[i]),
+                    "sign": float(sign[i]), "x": path_x[i, :k].copy()})
     return out
 
 
@@ -486,9 +557,10 @@ def escape_distribution(
 
     tables: list[dict | None] = [None] * n
     gi = np.flatnonzero(good)
+    nq = nodes or _smooth_nodes(pr)
     if gi.size:
         paths = _ros2_paths(pr, mu_arr[gi], lam[gi], e_u[gi], e_m[gi], step_noise, lr, radius,
-                            nodes or _smooth_nodes(pr), a[gi], b[gi])
+                            nq, a[gi], b[gi])
         for loc, i in enumerate(gi):
             p = paths[loc]
             if p is None:
@@ -496,15 +568,42 @@ def escape_distribution(
             K = (p["s_exit"] - p["s"]) / (lam[i] * lr)
             tables[i] = {"logA": p["logA"], "K": K, "g": g[i], "c": float(c[i]),
                          "sigma": float(sigma[i]), "starts": starts}
+    ok = np.array([t is not None for t in tables])
+    # diagnostics: nonlinearity of the flow at the start amplitude, lag of the exit
+    start_nl = np.full(n, np.nan)
+    delay = np.full(n, np.nan)
+    if np.any(ok):
+        oi = np.flatnonzero(ok)
+        amp = np.abs(c[oi]) + 2.0 * sigma[oi]
+        du, dm, _ = flow(pr, amp * e_u[oi], amp * e_m[oi], mu_arr[oi], step_noise=step_noise,
+                         nodes=nq)
+        f = np.stack([du, dm], -1) / lam[oi, None]
+        lin = amp[:, None] * np.stack([e_u[oi], e_m[oi]], -1)
+        start_nl[oi] = np.linalg.norm(f - lin, axis=-1) / amp
+        for i in oi:
+            t = tables[i]
+            delay[i] = t["K"][0] * t["g"] - math.log(radius / math.exp(t["logA"][0]))
+    # nonlinear start: integrate the flow from the actual start points (u0, m0)
+    nl = np.flatnonzero(ok & (start_nl > START_NONLINEAR_SWITCH))
+    if nl.size:
+        _nonlinear_start(pr, tables, nl, mu_arr, lam, e_u, e_m, a, b, s2, u0v, m0v, d,
+                         step_noise, lr, radius, nq, batch)
+    nonlinear_start = np.zeros(n, bool)
+    nonlinear_start[nl] = True
 
     q = np.full((n, len(QUANTILES)), np.nan)
     mean = np.full(n, np.nan)
-    ok = np.array([t is not None for t in tables])
     if np.any(ok):
         oi = np.flatnonzero(ok)
-        xq = _quantile_x(1.0 - np.asarray(QUANTILES), c[oi], sigma[oi], starts)
-        for loc, i in enumerate(oi):
-            q[i] = _steps_of_x(tables[i], xq[loc]) + 0.5
+        lin_rows = [i for i in oi if "alpha" not in tables[i]]
+        if lin_rows:
+            xq = _quantile_x(1.0 - np.asarray(QUANTILES), c[lin_rows], sigma[lin_rows], starts)
+            for loc, i in enumerate(lin_rows):
+                q[i] = _steps_of_x(tables[i], xq[loc]) + 0.5
+        for i in oi:
+            if "alpha" in tables[i]:
+                q[i] = _steps_of_x(tables[i], _quantile_tab(tables[i],
+                                                            1.0 - np.asarray(QUANTILES))) + 0.5
             mean[i] = _mean_steps(tables[i]) + 0.5
     # lambda_+ = 0 (a singularity of tau): the search phase never ends at this order
     q[~good & (lam == 0)] = np.inf
@@ -512,32 +611,158 @@ def escape_distribution(
     with np.errstate(divide="ignore"):
         tau_v = np.where(lam > 0, 1.0 / np.where(lam > 0, lam, 1.0), np.inf)
     leading = tau_v * max(0.5 * math.log(d) + math.log(radius), 0.0) / lr
-    # diagnostics of the two approximations that can fail inside lr d / B <= 1
-    start_nl = np.full(n, np.nan)
-    delay = np.full(n, np.nan)
+    # multiplicative noise of m (neglected): on the manifold u/m = e_u/e_m, so log|m| takes
+    # a variance eta^2 (e_u/e_m)^2 Var(g z*)/B per step; accumulated over the median escape
+    mult = np.full(n, np.nan)
     if np.any(ok):
         oi = np.flatnonzero(ok)
-        amp = np.abs(c[oi]) + 2.0 * sigma[oi]
-        du, dm, _ = flow(pr, amp * e_u[oi], amp * e_m[oi], mu_arr[oi], step_noise=step_noise,
-                         nodes=nodes or _smooth_nodes(pr))
-        f = np.stack([du, dm], -1) / lam[oi, None]
-        lin = amp[:, None] * np.stack([e_u[oi], e_m[oi]], -1)
-        start_nl[oi] = np.linalg.norm(f - lin, axis=-1) / amp
-        for i in oi:
-            t = tables[i]
-            delay[i] = t["K"][0] * t["g"] - math.log(radius / math.exp(t["logA"][0]))
-    in_regime = (ok & (step_noise <= REGIME_MAX_STEP_NOISE) & (start_nl <= MAX_START_NONLINEARITY)
-                 & (delay <= MAX_EXIT_DELAY))
+        ratio2 = (e_u[oi] / np.where(e_m[oi] != 0, e_m[oi], 1.0)) ** 2
+        mult[oi] = lr * lr * ratio2 * _var_gz_star(pr, mu_arr[oi]) / batch * q[oi, 3]
+    in_regime = (ok & np.all(np.isfinite(q), axis=1) & (step_noise <= REGIME_MAX_STEP_NOISE)
+                 & (mult <= MAX_MULT_NOISE))
     cfg = {"problem": pr.describe(), "teacher": pr.teacher.name, "student": pr.student.name,
            "label": pr.target.label.name, "loss": pr.loss, "d": d, "lr": lr, "batch": batch,
            "radius": radius, "u0": u0v, "m0": m0v, "starts": starts,
            "step_noise": step_noise, "quantiles": list(QUANTILES)}
     return EscapeResult(mu_arr, q, mean, tau_v, lam, leading, noise_fraction, in_regime,
-                        start_nl, delay, cfg, tables)
+                        start_nl, delay, cfg, tables, nonlinear_start, mult)
+
+
+def _var_gz_star(pr: Problem, mu: Array, nodes: int = 64) -> Array:
+    r""":math:`\mathrm{Var}(g z^*)` at the saddle (:math:`\lambda = \mu z^*`), by quadrature.
+
+    The per-sample step of :math:`m` is :math:`-\eta u\, g (z^* - m z)`; at the saddle its
+    variance is :math:`\eta^2 u^2 \mathrm{Var}(g z^*)/B` per step (multiplicative noise).
+    """
+    mu = np.asarray(mu, dtype=float)
+    rule = rule_2d(mu, np.zeros_like(mu), pr.teacher.kinks, pr.student.kinks, nodes)
+    zs = rule.zs
+    lam = mu[..., None, None] * zs
+    y = pr.target.y(zs)
+    ds = pr.student.df(lam)
+    g = (pr.student.f(lam) - y) * ds if pr.loss == "mse" else -y * ds
+    e1 = np.sum(rule.w * g * zs, axis=(-2, -1))
+    e2 = np.sum(rule.w * g * g * zs * zs, axis=(-2, -1))
+    return np.maximum(e2 - e1 * e1, 0.0)
+
+
+def _nonlinear_start(
+    pr: Problem, tables: list, rows: Array, mu: Array, lam: Array, e_u: Array, e_m: Array,
+    a: Array, b: Array, s2: Array, u0: float, m0: float | None, d: int, step_noise: float,
+    lr: float, radius: float, nodes: int, batch: int,
+) -> None:
+    r"""Effective start amplitudes from the nonlinear flow, for the rows ``rows``.
+
+    From each start :math:`(u_0, m_0)` on a grid of :math:`m_0` (the law of a uniform
+    :math:`w_0`, taken :math:`N(0, 1/d)`; a single point for a fixed ``m0``) the modified
+    flow is integrated to :math:`|m| = R`; the exit takes :math:`T(m_0)` steps. The
+    effective amplitude is the point of the unstable manifold with the same exit time,
+    :math:`lpha(m_0) = \pm K^{-1}(T(m_0))` (sign of :math:`m` at the exit), so that the
+    linear-regime law :math:`lpha = e_+\cdot x_0` is recovered where the flow is linear.
+    The SGD noise is added as in the linear phase: :math:`X = |lpha(m_0) + W|`,
+    :math:`W \sim N(0, s^2)`. Modifies ``tables[i]`` in place (``alpha``, ``w``, ``s``).
+    """
+    if m0 is None:
+        grid = np.linspace(-_M0_SPAN, _M0_SPAN, _M0_NODES) / math.sqrt(d)
+    else:
+        grid = np.array([m0])
+    J = grid.size
+    rr = np.repeat(rows, J)
+    x0 = np.stack([np.full(rr.size, u0), np.tile(grid, rows.size)], -1)
+    paths = _ros2_paths(pr, mu[rr], lam[rr], e_u[rr], e_m[rr], step_noise, lr, radius, nodes,
+                        a[rr], b[rr], x0=x0)
+    # noise response along the path from the typical start (m0 = 0, or the given m0)
+    j_rep = J // 2
+    reps = [paths[k * J + j_rep] for k in range(rows.size)]
+    s2_path = _noise_along_path(pr, tables, rows, reps, mu, lam, e_u, e_m, a, b, step_noise, lr,
+                                radius, nodes, batch)
+    for k, i in enumerate(rows):
+        tab = tables[i]
+        alpha = np.full(J, np.nan)
+        for j in range(J):
+            p = paths[k * J + j]
+            if p is not None and p["sign"] != 0:
+                steps = p["s_exit"] / (lam[i] * lr)
+                alpha[j] = p["sign"] * float(_x_of_steps(tab, np.array([steps]))[0])
+        fin = np.isfinite(alpha)
+        if not np.any(fin):
+            continue  # keep the linear-regime law
+        if m0 is None:
+            fine = np.linspace(grid[0], grid[-1], _M0_FINE)
+            al = np.interp(fine, grid[fin], alpha[fin])
+            w = np.exp(-0.5 * d * fine * fine)
+            tab["alpha"], tab["w"] = al, w / w.sum()
+        else:
+            tab["alpha"], tab["w"] = alpha[fin], np.ones(1)
+        s2_i = s2_path[k] if np.isfinite(s2_path[k]) else s2[i]
+        tab["s"] = max(math.sqrt(s2_i), 1e-12)
+        tab["alpha_nodes"] = (grid, alpha)
+
+
+def _noise_along_path(
+    pr: Problem, tables: list, rows: Array, reps: list, mu: Array, lam: Array, e_u: Array,
+    e_m: Array, a: Array, b: Array, step_noise: float, lr: float, radius: float, nodes: int,
+    batch: int, points: int = 12,
+) -> Array:
+    r"""Variance of the SGD noise in the effective amplitude, from the actual path.
+
+    A kick :math:`\delta` of :math:`u` at step :math:`k` changes the exit step; its
+    effective-amplitude response :math:`S_k = \partial\alpha/\partial u(x_k)`, with
+    :math:`\alpha = K^{-1}(k + T_{rem}(x_k))`, is taken by central differences at
+    ``points`` points of the path from the typical start. Then
+    :math:`s^2 = \eta^2/B \int h(x_k) S_k^2\, dk` (``h`` the per-sample variance of the
+    u-gradient at the point). In the linear regime :math:`S_k = e_{+,u}(1 + \eta\lambda_+)^{-k}`
+    and this is the linear-phase :math:`s^2`; a start far off the manifold (a kinked
+    student with :math:`u_0 \sim \mu`) leaves the linear regime at once, and the response
+    decays much faster.
+    """
+    out = np.full(rows.size, np.nan)
+    starts, meta = [], []
+    for k, (i, p) in enumerate(zip(rows, reps, strict=True)):
+        if p is None:
+            continue
+        ks = p["s"] / (lam[i] * lr)
+        k_exit = p["s_exit"] / (lam[i] * lr)
+        sel = np.unique(np.searchsorted(ks, np.linspace(0.0, k_exit, points)))
+        sel = sel[sel < ks.size]
+        for j in sel:
+            xk = p["x"][j]
+            dl = 1e-4 * max(float(np.max(np.abs(xk))), 1e-3)
+            starts += [xk + [dl, 0.0], xk - [dl, 0.0]]
+            meta.append((k, i, float(ks[j]), dl, xk))
+    if not starts:
+        return out
+    rr = np.array([m[1] for m in meta for _ in range(2)])
+    pp = _ros2_paths(pr, mu[rr], lam[rr], e_u[rr], e_m[rr], step_noise, lr, radius, nodes,
+                     a[rr], b[rr], x0=np.array(starts))
+    acc: dict[int, list] = {}
+    for n_, (k, i, kk, dl, xk) in enumerate(meta):
+        p1, p2 = pp[2 * n_], pp[2 * n_ + 1]
+        if p1 is None or p2 is None:
+            continue
+        al = [q["sign"] * float(_x_of_steps(tables[i], np.array(
+            [kk + q["s_exit"] / (lam[i] * lr)]))[0]) for q in (p1, p2)]
+        sens = (al[0] - al[1]) / (2.0 * dl)
+        acc.setdefault(k, []).append((kk, sens, xk))
+    for k, lst in acc.items():
+        i = rows[k]
+        kk = np.array([v[0] for v in lst])
+        sens = np.array([v[1] for v in lst])
+        xs = np.array([v[2] for v in lst])
+        h = population(pr, xs[:, 0], xs[:, 1], np.full(kk.size, mu[i])).h
+        y = h * sens * sens
+        out[k] = lr * lr / batch * float(np.sum(0.5 * (y[1:] + y[:-1]) * np.diff(kk)))
+    return out
 
 
 def _mean_steps(tab: dict, points: int = 2000) -> float:
     r""":math:`E[K(X)] = \int K(x)\, f_X(x)\, x\, d\log x` (trapezoid on a log grid)."""
+    if "alpha" in tab:  # mixture: midpoint rule on the CDF increments of a log grid
+        top = float(np.max(np.abs(tab["alpha"]))) + 12.0 * tab["s"]
+        v = np.linspace(math.log(top) - 40.0, math.log(top), 4 * points)
+        F = _cdf_tab(tab, np.exp(v))
+        mid = np.exp(0.5 * (v[1:] + v[:-1]))
+        return float(np.sum(_steps_of_x(tab, mid) * np.diff(F)) / max(F[-1] - F[0], 1e-300))
     c, sigma, r = tab["c"], tab["sigma"], tab["starts"]
     if sigma <= 0:
         return float(_steps_of_x(tab, np.array([abs(c)]))[0])
