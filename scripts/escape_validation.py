@@ -177,7 +177,9 @@ def evaluate(r: dict, pred=None) -> dict:
     out["censored"] = int(np.sum(e < 0))
     out["cap_below_q95"] = bool(cap < pred.quantiles[0, -1])
     e[e < 0] = np.inf
-    out["sim_q"] = [float(v) for v in np.quantile(e, QUANTILES)]
+    # a quantile that falls among the censored seeds is above the cap: inf
+    q = np.quantile(np.where(np.isfinite(e), e, 1e300), QUANTILES)
+    out["sim_q"] = [float(v) if v <= cap else math.inf for v in q]
     out["sim_mean"] = float(np.mean(e))
     jit = e - np.random.default_rng(12345).random(e.size)
     fin = np.sort(jit[np.isfinite(jit)])

@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import xarray as xr
+from scipy.interpolate import PchipInterpolator
 from scipy.special import ndtr
 
 from .errors import LoradynError, check_mu
@@ -67,9 +68,9 @@ MAX_EXIT_DELAY = 0.5  # reported only (no longer part of the regime)
 MAX_MULT_NOISE = 0.05
 #: above this ``start_nonlinearity`` the start law is mapped through the nonlinear flow from
 #: the actual start points ``(u0, m0)`` (a grid of ``m0``) instead of projected on ``e_+``
-START_NONLINEAR_SWITCH = 0.2
-_M0_NODES = 25  # m0 grid of the nonlinear start (interpolated onto _M0_FINE points)
-_M0_FINE = 801
+START_NONLINEAR_SWITCH = 1.0
+_M0_NODES = 13  # m0 grid of the nonlinear start (PCHIP-interpolated onto _M0_FINE points)
+_M0_FINE = 241
 _M0_SPAN = 6.0  # the grid covers m0 in +- _M0_SPAN / sqrt(d)
 _NONLINEAR_TOL = 1e-3  # relative size of the cubic terms at the start amplitude epsilon
 _EPS_MAX = 0.05
@@ -687,22 +688,28 @@ def _nonlinear_start(
         fin = np.isfinite(alpha)
         if not np.any(fin):
             continue  # keep the linear-regime law
+        s2_i = s2_path[k] if np.isfinite(s2_path[k]) else s2[i]
+        s_i = max(math.sqrt(s2_i), 1e-12)
         if m0 is None:
             fine = np.linspace(grid[0], grid[-1], _M0_FINE)
-            al = np.interp(fine, grid[fin], alpha[fin])
+            if np.sum(fin) >= 3:
+                al = PchipInterpolator(grid[fin], alpha[fin], extrapolate=True)(fine)
+            else:
+                al = np.interp(fine, grid[fin], alpha[fin])
             w = np.exp(-0.5 * d * fine * fine)
             tab["alpha"], tab["w"] = al, w / w.sum()
+            # the finite grid is a staircase in alpha: smooth it on the scale of its spacing
+            s_i = max(s_i, float(np.max(np.abs(np.diff(al)))))
         else:
             tab["alpha"], tab["w"] = alpha[fin], np.ones(1)
-        s2_i = s2_path[k] if np.isfinite(s2_path[k]) else s2[i]
-        tab["s"] = max(math.sqrt(s2_i), 1e-12)
+        tab["s"] = s_i
         tab["alpha_nodes"] = (grid, alpha)
 
 
 def _noise_along_path(
     pr: Problem, tables: list, rows: Array, reps: list, mu: Array, lam: Array, e_u: Array,
     e_m: Array, a: Array, b: Array, step_noise: float, lr: float, radius: float, nodes: int,
-    batch: int, points: int = 12,
+    batch: int, points: int = 8,
 ) -> Array:
     r"""Variance of the SGD noise in the effective amplitude, from the actual path.
 
@@ -751,7 +758,14 @@ def _noise_along_path(
         xs = np.array([v[2] for v in lst])
         h = population(pr, xs[:, 0], xs[:, 1], np.full(kk.size, mu[i])).h
         y = h * sens * sens
-        out[k] = lr * lr / batch * float(np.sum(0.5 * (y[1:] + y[:-1]) * np.diff(kk)))
+        # piecewise exponential between the points (exact where the response decays
+        # geometrically, as in the linear phase)
+        y1, y2, dk = y[:-1], y[1:], np.diff(kk)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r_ = np.log(y2 / y1)
+            seg = np.where((y1 > 0) & (y2 > 0) & (np.abs(r_) > 1e-9),
+                           (y2 - y1) / r_ * dk, 0.5 * (y1 + y2) * dk)
+        out[k] = lr * lr / batch * float(np.sum(seg))
     return out
 
 
@@ -759,7 +773,7 @@ def _mean_steps(tab: dict, points: int = 2000) -> float:
     r""":math:`E[K(X)] = \int K(x)\, f_X(x)\, x\, d\log x` (trapezoid on a log grid)."""
     if "alpha" in tab:  # mixture: midpoint rule on the CDF increments of a log grid
         top = float(np.max(np.abs(tab["alpha"]))) + 12.0 * tab["s"]
-        v = np.linspace(math.log(top) - 40.0, math.log(top), 4 * points)
+        v = np.linspace(math.log(top) - 40.0, math.log(top), points)
         F = _cdf_tab(tab, np.exp(v))
         mid = np.exp(0.5 * (v[1:] + v[:-1]))
         return float(np.sum(_steps_of_x(tab, mid) * np.diff(F)) / max(F[-1] - F[0], 1e-300))
