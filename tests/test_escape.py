@@ -145,6 +145,21 @@ def test_relu_small_mu_nonlinear_start_agrees_with_the_reduced_engine():
     assert stats.kstest(jit, lambda t: pred.cdf(0, t)).pvalue > 0.01
 
 
+def test_relu_closed_form_flow_matches_the_quadrature():
+    from loradyn.escape import _flow
+    from loradyn.population import flow, make_problem
+
+    pr = make_problem("relu", None)
+    rng = np.random.default_rng(0)
+    u, m, mu = rng.uniform(-0.8, 0.8, 60), rng.uniform(-0.95, 0.95, 60), rng.uniform(0.01, 1, 60)
+    quad = np.array(flow(pr, u, m, mu, step_noise=0.7, nodes=64))
+    np.testing.assert_allclose(np.array(_flow(pr, u, m, mu, step_noise=0.7)), quad, atol=1e-10)
+    # other activations go through the quadrature unchanged
+    pe = make_problem("erf", None)
+    np.testing.assert_array_equal(np.array(_flow(pe, u, m, mu, step_noise=0.7)),
+                                  np.array(flow(pe, u, m, mu, step_noise=0.7)))
+
+
 def test_singularity_gives_infinite_escape():
     r = escape_distribution("linear", [1.0], d=1000, lr=0.2, batch=500)
     assert np.all(np.isinf(r.quantiles)) and not r.in_regime[0]

@@ -35,7 +35,14 @@ short:
    trapezoid rule in :math:`\log x`. The reported values add the continuity correction
    1/2 (the escape step is the first integer step past the crossing).
 
-Valid while the noise is a small-amplitude effect (see ``in_regime`` and the docs).
+5. **Start far off the manifold** (``start_nonlinearity > 1``, e.g. ReLU with
+   :math:`u_0 \sim \mu`): the flow is integrated from the actual starts
+   :math:`(u_0, m_0)` on a grid of :math:`m_0`; the effective amplitude is the point of the
+   manifold with the same exit step, :math:`\alpha(m_0) = \pm K^{-1}(T(m_0))`, and the
+   noise variance comes from the response :math:`\partial\alpha/\partial u` along that path.
+
+Valid while the noise is a small-amplitude effect and the multiplicative noise of ``m`` is
+small (see ``in_regime``, ``mult_noise`` and the docs).
 """
 
 from __future__ import annotations
@@ -52,7 +59,7 @@ from scipy.special import ndtr
 from .errors import LoradynError, check_mu
 from .gaussian import rule_2d
 from .linearization import coefficients, growth_rate
-from .population import Problem, flow, make_problem, population
+from .population import Problem, flow, gaussian_params, make_problem, population
 
 Array = np.ndarray
 
@@ -79,6 +86,61 @@ _H_MAX = 0.25
 _JAC_EVERY = 4
 _EXIT_JUMP = 0.05  # largest step in log|m| across the radius (exit interpolation)
 _GAMMA = 1.0 + 1.0 / math.sqrt(2.0)  # ROS2
+
+
+def _is_relu_pair(pr: Problem) -> bool:
+    """ReLU teacher and student, identity label, MSE: the moments have a closed form."""
+    return (pr.teacher.name == "relu" and pr.student.name == "relu" and pr.loss == "mse"
+            and pr.target.label.name == "identity")
+
+
+def _relu_moments(c: Array, s: Array) -> tuple[Array, Array, Array]:
+    r"""Closed-form ``(G1, G2, h)`` of ReLU-ReLU for :math:`\lambda = c z^* + s\eta`.
+
+    With :math:`g = (\mathrm{relu}(\lambda) - \mathrm{relu}(z^*))\,1[\lambda > 0]`,
+    :math:`q = c^2 + s^2`, :math:`\cos\theta = c/\sqrt q`, :math:`\sin\theta = s/\sqrt q`,
+    Stein's lemma and the arc-cosine integrals of a bivariate normal give
+
+    .. math::
+
+        G_2 = E[g\eta] = s\Big(\frac12 - \frac{s}{2\pi q}\Big),\quad
+        G_1 = E[g z^*] = c\Big(\frac12 - \frac{s}{2\pi q}\Big)
+              - \frac14 - \frac{\arcsin(c/\sqrt q)}{2\pi},
+
+        h = E[g^2] = \frac q2 - \frac{\sqrt q}{\pi}(\sin\theta + (\pi - \theta)\cos\theta)
+            + \frac{\pi - \theta + \sin\theta\cos\theta}{2\pi}.
+
+    (:math:`E[\mathrm{relu}(z^*)\delta(\lambda)] = s/(2\pi q)` is the kink's term.) Exact; it
+    replaces the split quadrature (48 nodes per panel) in the flow of the escape prediction.
+    """
+    c = np.asarray(c, dtype=float)
+    s = np.abs(np.asarray(s, dtype=float))
+    q = np.maximum(c * c + s * s, 1e-300)
+    k = np.sqrt(q)
+    cos = np.clip(c / k, -1.0, 1.0)
+    sin = s / k
+    th = np.arccos(cos)
+    a = 0.5 - s / (2.0 * math.pi * q)
+    G2 = s * a
+    G1 = c * a - 0.25 - np.arcsin(cos) / (2.0 * math.pi)
+    h = (0.5 * q - k * (sin + (math.pi - th) * cos) / math.pi
+         + (math.pi - th + sin * cos) / (2.0 * math.pi))
+    return G1, G2, h
+
+
+def _flow(problem: Problem, u: Array, m: Array, mu: Array, *, step_noise: float = 0.0,
+          nodes: int | None = None) -> tuple[Array, Array, Array]:
+    """:func:`loradyn.population.flow` (aligned), closed form for ReLU-ReLU."""
+    if not _is_relu_pair(problem):
+        return flow(problem, u, m, mu, step_noise=step_noise, nodes=nodes)
+    u, m, mu = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (u, m, mu)))
+    m = np.clip(m, -1.0, 1.0)
+    c, s, _ = gaussian_params(u, m, mu)
+    G1, G2, h = _relu_moments(c, s)
+    kz = np.where(u < 0, -1.0, 1.0) * np.sqrt(np.maximum(1.0 - m * m, 0.0))
+    egz = m * G1 + kz * G2
+    dm = u * (G1 - m * egz)
+    return -egz, -dm - 0.5 * step_noise * u * u * h * m, np.zeros_like(u)
 
 
 def _smooth_nodes(problem: Problem) -> int:
@@ -320,8 +382,8 @@ def _ros2_paths(
     n = mu.size
 
     def raw(x: Array, idx: Array) -> Array:
-        du, dm, _ = flow(problem, x[:, 0], x[:, 1], mu[idx], step_noise=step_noise,
-                         nodes=nodes)
+        du, dm, _ = _flow(problem, x[:, 0], x[:, 1], mu[idx], step_noise=step_noise,
+                          nodes=nodes)
         return np.stack([du, dm], axis=-1) / lam[idx, None]
 
     # Control variate: the small quadrature's linear part J_q is replaced by the exact J
@@ -576,8 +638,8 @@ def escape_distribution(
     if np.any(ok):
         oi = np.flatnonzero(ok)
         amp = np.abs(c[oi]) + 2.0 * sigma[oi]
-        du, dm, _ = flow(pr, amp * e_u[oi], amp * e_m[oi], mu_arr[oi], step_noise=step_noise,
-                         nodes=nq)
+        du, dm, _ = _flow(pr, amp * e_u[oi], amp * e_m[oi], mu_arr[oi],
+                          step_noise=step_noise, nodes=nq)
         f = np.stack([du, dm], -1) / lam[oi, None]
         lin = amp[:, None] * np.stack([e_u[oi], e_m[oi]], -1)
         start_nl[oi] = np.linalg.norm(f - lin, axis=-1) / amp

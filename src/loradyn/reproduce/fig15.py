@@ -135,7 +135,8 @@ def make(ctx: FigureContext) -> FigureOutput:
     cap = (
         "Escape-step distribution of one-pass spherical SGD at finite d (beyond the paper; "
         "compare Fig. 1(c)). Bands: prediction of loradyn.escape.escape_distribution "
-        "(random start projected on the unstable mode, SGD noise as a discrete "
+        "(random start projected on the unstable mode, or mapped through the flow where "
+        "it is far off it, SGD noise as a discrete "
         "Ornstein-Uhlenbeck sum, nonlinear exit along the population flow with its "
         "finite-step term; no simulation), q10-q90 light, q25-q75 dark, median line. Points: "
         f"simulated median with q10-q90 bars, reduced engine (exact in law), {s['seeds']} "
