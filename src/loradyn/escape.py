@@ -143,6 +143,15 @@ def _flow(problem: Problem, u: Array, m: Array, mu: Array, *, step_noise: float 
     return -egz, -dm - 0.5 * step_noise * u * u * h * m, np.zeros_like(u)
 
 
+def _h(problem: Problem, u: Array, m: Array, mu: Array) -> Array:
+    """:math:`h = E[g^2]` at ``(u, m)`` (closed form for ReLU-ReLU, else the population's)."""
+    if not _is_relu_pair(problem):
+        return population(problem, u, m, mu).h
+    u, m, mu = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (u, m, mu)))
+    c, s, _ = gaussian_params(u, m, mu)
+    return _relu_moments(c, s)[2]
+
+
 def _smooth_nodes(problem: Problem) -> int:
     """Quadrature size for the nonlinear exit: exact for polynomials, else a small rule."""
     st, te = problem.student, problem.teacher
@@ -600,7 +609,12 @@ def escape_distribution(
     step_noise = lr * d / batch
     n = mu_arr.size
 
-    a, b = coefficients(pr, mu_arr)
+    if _is_relu_pair(pr):
+        # from _relu_moments at m = 0, u -> 0 (c = mu, s = |u|): du/dt = -u/2 + O(u^2) and
+        # dm/dt = -u G1(mu, 0) = u (1 - mu)/2, i.e. a = 1/2 and b = -(1 - mu)/2 exactly
+        a, b = np.full(mu_arr.shape, 0.5), -0.5 * (1.0 - mu_arr)
+    else:
+        a, b = coefficients(pr, mu_arr)
     lam = growth_rate(a, b)
     good = np.isfinite(lam) & (lam > 0)
     nrm = np.sqrt(np.where(good, lam * lam + b * b, 1.0))
@@ -608,7 +622,7 @@ def escape_distribution(
     e_m = np.where(good, -b / nrm, 0.0)
     flip = e_m < 0  # orient e_+ so that m grows along it ((u, m) -> (-u, -m) is a symmetry)
     e_u, e_m = np.where(flip, -e_u, e_u), np.where(flip, -e_m, e_m)
-    h0 = population(pr, 0.0, 0.0, mu_arr).h
+    h0 = _h(pr, np.zeros(n), np.zeros(n), mu_arr)
     g = np.log1p(lr * np.where(good, lam, 0.0))  # growth of alpha per step
     with np.errstate(divide="ignore", invalid="ignore"):
         s2 = np.where(good, lr * lr * e_u * e_u * h0 / batch / np.expm1(2.0 * g), 0.0)
@@ -698,6 +712,8 @@ def _var_gz_star(pr: Problem, mu: Array, nodes: int = 64) -> Array:
     variance is :math:`\eta^2 u^2 \mathrm{Var}(g z^*)/B` per step (multiplicative noise).
     """
     mu = np.asarray(mu, dtype=float)
+    if _is_relu_pair(pr):  # g z* = -(1 - mu) z*^2 1[z* > 0]: E = -(1-mu)/2, E[.^2] = 3(1-mu)^2/2
+        return 1.25 * (1.0 - mu) ** 2
     rule = rule_2d(mu, np.zeros_like(mu), pr.teacher.kinks, pr.student.kinks, nodes)
     zs = rule.zs
     lam = mu[..., None, None] * zs
@@ -818,7 +834,7 @@ def _noise_along_path(
         kk = np.array([v[0] for v in lst])
         sens = np.array([v[1] for v in lst])
         xs = np.array([v[2] for v in lst])
-        h = population(pr, xs[:, 0], xs[:, 1], np.full(kk.size, mu[i])).h
+        h = _h(pr, xs[:, 0], xs[:, 1], np.full(kk.size, mu[i]))
         y = h * sens * sens
         # piecewise exponential between the points (exact where the response decays
         # geometrically, as in the linear phase)
