@@ -101,6 +101,9 @@ def test_outside_regime_is_flagged():
     large = escape_distribution("he3", [0.2, 0.8], d=300, lr=0.2 / 18, batch=600)
     assert small.mult_noise[1] > 0.05 > large.mult_noise[1]
     assert list(small.in_regime) == [True, False] and list(large.in_regime) == [True, True]
+    # the regime's noise parameter is in the paper's units: K! K lr d / B = 18 lr d / B for He3
+    r = escape_distribution("he3", [0.2], d=300, lr=0.2 / 18, batch=15)  # lr d / B = 0.22
+    assert r.config["noise_parameter"] == pytest.approx(4.0) and not r.in_regime[0]
     # mult_noise scales like 1 / B at a fixed law
     np.testing.assert_allclose(small.mult_noise[0] / large.mult_noise[0], 10, rtol=0.05)
 

@@ -65,7 +65,8 @@ Array = np.ndarray
 
 QUANTILES = (0.05, 0.10, 0.25, 0.50, 0.75, 0.90, 0.95)
 QUANTILE_NAMES = ("q05", "q10", "q25", "q50", "q75", "q90", "q95")
-#: ``lr d / B`` up to which the prediction is validated against the reduced engine
+#: noise parameter ``x = lr d / B`` (paper units: times ``K! K`` for a pure ``He_K``) up to
+#: which the prediction is validated against the reduced engine
 #: (docs/theory.md, generated table); larger values are flagged ``in_regime = False``.
 REGIME_MAX_STEP_NOISE = 1.0
 #: limits of the two diagnostics (calibrated on the validation grid, docs/theory.md s. 12)
@@ -184,7 +185,9 @@ class EscapeResult:
         Share of the SGD noise in the variance of the effective start amplitude,
         :math:`s^2 / (s^2 + e_{+,m}^2/d)` (1 for a fixed ``m0``).
     in_regime
-        Where the prediction is validated: ``lr d / B <= REGIME_MAX_STEP_NOISE``, a finite
+        Where the prediction is validated: ``x <= REGIME_MAX_STEP_NOISE`` with the noise
+        parameter ``x = lr d / B`` in the paper's units (``K! K lr d / B`` for a pure
+        ``He_K``, ``config["noise_parameter"]``), a finite
         ``tau``, a mean flow that reaches the radius and ``mult_noise <= MAX_MULT_NOISE``.
     start_nonlinearity
         Relative deviation of the flow from its linearization at the typical start
@@ -607,6 +610,9 @@ def escape_distribution(
         raise LoradynError(f"|m0| = {abs(m0v):g} >= radius = {radius:g}: the start has "
                            "already escaped; choose a smaller m0 or a larger radius")
     step_noise = lr * d / batch
+    # the noise parameter in the paper's units (K! K lr d / B for a pure He_K, whose drift
+    # scales like K! K and per-sample gradient variance like (K! K)^2; docs/theory.md s. 12)
+    noise_param = float(getattr(pr.student, "paper_scale", 1.0)) * step_noise
     n = mu_arr.size
 
     if _is_relu_pair(pr):
@@ -695,12 +701,13 @@ def escape_distribution(
         oi = np.flatnonzero(ok)
         ratio2 = (e_u[oi] / np.where(e_m[oi] != 0, e_m[oi], 1.0)) ** 2
         mult[oi] = lr * lr * ratio2 * _var_gz_star(pr, mu_arr[oi]) / batch * q[oi, 3]
-    in_regime = (ok & np.all(np.isfinite(q), axis=1) & (step_noise <= REGIME_MAX_STEP_NOISE)
+    in_regime = (ok & np.all(np.isfinite(q), axis=1) & (noise_param <= REGIME_MAX_STEP_NOISE)
                  & (mult <= MAX_MULT_NOISE))
     cfg = {"problem": pr.describe(), "teacher": pr.teacher.name, "student": pr.student.name,
            "label": pr.target.label.name, "loss": pr.loss, "d": d, "lr": lr, "batch": batch,
            "radius": radius, "u0": u0v, "m0": m0v, "starts": starts,
-           "step_noise": step_noise, "quantiles": list(QUANTILES)}
+           "step_noise": step_noise, "noise_parameter": noise_param,
+           "quantiles": list(QUANTILES)}
     return EscapeResult(mu_arr, q, mean, tau_v, lam, leading, noise_fraction, in_regime,
                         start_nl, delay, cfg, tables, nonlinear_start, mult)
 
