@@ -673,6 +673,11 @@ def escape_distribution(
                          step_noise, lr, radius, nq, batch)
     nonlinear_start = np.zeros(n, bool)
     nonlinear_start[nl] = True
+    for i in nl:  # the noise share of the mixture law: s^2 / (s^2 + Var alpha(m0))
+        t = tables[i]
+        if "alpha" in t:
+            va = float(np.sum(t["w"] * (t["alpha"] - np.sum(t["w"] * t["alpha"])) ** 2))
+            noise_fraction[i] = t["s"] ** 2 / (t["s"] ** 2 + va)
 
     q = np.full((n, len(QUANTILES)), np.nan)
     mean = np.full(n, np.nan)
