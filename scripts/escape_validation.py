@@ -308,9 +308,19 @@ def main() -> None:
     if args.write:
         skipped = json.loads(skipped_path.read_text()) if skipped_path.exists() else []
         results = [evaluate(r) for r in load(out)]
-        have = {key(r) for r in results} | {key(c) for c in skipped}
+        done = {key(r) for r in results}
+        uniq: dict[str, dict] = {}
+        for c in skipped:  # skipped by some pass and not run by a later one, listed once
+            if key(c) not in done:
+                uniq.setdefault(key(c), c)
+        skipped = sorted(uniq.values(), key=lambda c: c["cost"])
+        have = done | set(uniq)
         missing = [c for c in grid(args.grid, args.seeds) if key(c) not in have]
         block = markdown(results, skipped, missing)
+        log = out / "runs.log"
+        if log.exists():  # the passes that produced the stored cells (resumed runs add up)
+            passes = [ln.strip() for ln in log.read_text().splitlines() if ln.strip()]
+            block += "\nRuns of the script (one line per pass): " + "; ".join(passes) + ".\n"
         DOC.write_text(insert(DOC.read_text(), block))
         print(block.splitlines()[0])
         print(f"updated {DOC}")
@@ -335,7 +345,13 @@ def main() -> None:
             skipped.append(c)
     old = json.loads(skipped_path.read_text()) if skipped_path.exists() else []
     names = {key(c) for c in keep}
-    skipped_all = [s for s in old if key(s) not in names] + skipped
+    seen: set[str] = set()
+    skipped_all = []
+    for s_ in old + skipped:  # a cell skipped again by a later pass is listed once
+        k = key(s_)
+        if k not in names and k not in seen and not (out / f"{k}.json").exists():
+            seen.add(k)
+            skipped_all.append(s_)
     if not args.dry_run:
         skipped_path.write_text(json.dumps(skipped_all))
     print(f"{len(keep)} cells to run (estimated {total:.0f} s), {len(skipped)} skipped; "

@@ -136,6 +136,9 @@ def test_relu_small_mu_nonlinear_start_agrees_with_the_reduced_engine():
     d, lr, batch = 300, 0.2, 60
     pred = escape_distribution("relu", [0.05], d=d, lr=lr, batch=batch)
     assert pred.start_nonlinearity[0] > 1.0 and pred.nonlinear_start[0] and pred.in_regime[0]
+    # the kinked student switches at start_nonlinearity 0.25, the smooth ones at 1
+    r = escape_distribution("relu", [0.2, 0.6], d=1000, lr=0.2, batch=500)
+    assert list(r.nonlinear_start) == [True, False] and r.start_nonlinearity[0] < 1.0
     steps = int(1.6 * pred.quantiles[0, -1]) + 20
     ds = simulate(RunConfig(teacher="relu", mu=[0.05], d=d, lr=lr, batch=batch, steps=steps,
                             seeds=400, record_every=steps))

@@ -77,6 +77,7 @@ MAX_MULT_NOISE = 0.05
 #: above this ``start_nonlinearity`` the start law is mapped through the nonlinear flow from
 #: the actual start points ``(u0, m0)`` (a grid of ``m0``) instead of projected on ``e_+``
 START_NONLINEAR_SWITCH = 1.0
+START_NONLINEAR_SWITCH_KINKED = 0.25  # a kinked student (ReLU): measured on the grid
 _M0_NODES = 13  # m0 grid of the nonlinear start (PCHIP-interpolated onto _M0_FINE points)
 _M0_FINE = 241
 _M0_SPAN = 6.0  # the grid covers m0 in +- _M0_SPAN / sqrt(d)
@@ -667,7 +668,9 @@ def escape_distribution(
             t = tables[i]
             delay[i] = t["K"][0] * t["g"] - math.log(radius / math.exp(t["logA"][0]))
     # nonlinear start: integrate the flow from the actual start points (u0, m0)
-    nl = np.flatnonzero(ok & (start_nl > START_NONLINEAR_SWITCH))
+    # (a kinked student's flow is far from linear once |u| ~ mu: a lower threshold there)
+    switch = START_NONLINEAR_SWITCH_KINKED if pr.student.kinks else START_NONLINEAR_SWITCH
+    nl = np.flatnonzero(ok & (start_nl > switch))
     if nl.size:
         _nonlinear_start(pr, tables, nl, mu_arr, lam, e_u, e_m, a, b, s2, u0v, m0v, d,
                          step_noise, lr, radius, nq, batch)
