@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .activations import get_activation, get_label
-from .errors import LoradynError, as_float, check_mu
+from .errors import LoradynError, as_float, mu_tuple
 from .params import EXECUTION, Declared, param, validate
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -100,18 +100,7 @@ def _label_name(name: object, what: str) -> str:
 
 
 def _mu_tuple(mu: object) -> tuple[float, ...]:
-    if isinstance(mu, str):
-        raise LoradynError(f"mu = {mu!r} is not a number: give mu in [0, 1] or a list of them")
-    try:
-        arr = np.atleast_1d(np.asarray(mu, dtype=float))
-    except (TypeError, ValueError):
-        raise LoradynError(f"mu = {mu!r} is not a number: give mu in [0, 1] or a list") from None
-    if arr.ndim != 1:
-        raise LoradynError("mu must be a number or a flat list of numbers in [0, 1]")
-    check_mu(arr)
-    if len(set(arr.tolist())) != arr.size:
-        raise LoradynError("mu contains a repeated value: give each mu once")
-    return tuple(float(v) for v in arr)
+    return mu_tuple(mu, distinct=True)
 
 
 def _parse_mu(text: str) -> tuple[float, ...]:

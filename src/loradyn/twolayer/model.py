@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 
 from ..activations import get_activation
-from ..errors import LoradynError, check_mu
+from ..errors import LoradynError, as_float, mu_tuple
 from ..params import EXECUTION, Declared, param, parse_floats, parse_ints, validate
 
 Array = np.ndarray
@@ -129,27 +129,11 @@ def _pos(name: str, value: object) -> float:
 
 
 def _mu_k(value: object) -> tuple[float, ...]:
-    if isinstance(value, str):
-        raise LoradynError(f"mu = {value!r} is not a list of numbers: give mu_k in [0, 1]")
-    try:
-        mu = np.atleast_1d(np.asarray(value, dtype=float))
-    except (TypeError, ValueError):
-        raise LoradynError(f"mu = {value!r} is not a list of numbers in [0, 1]") from None
-    if mu.ndim != 1:
-        raise LoradynError("mu must be a flat list of mu_k in [0, 1], one per teacher neuron")
-    check_mu(mu)
-    return tuple(float(v) for v in mu)
+    return mu_tuple(value, shape="a flat list of mu_k in [0, 1], one per teacher neuron")
 
 
 def _a0(value: object, cfg: Any) -> float:
-    a0 = 1.0 / math.sqrt(cfg.d) if value is None else value
-    try:
-        a0 = float(a0)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise LoradynError(f"a0 = {value!r} is not a number: give a finite number") from None
-    if not math.isfinite(a0):
-        raise LoradynError(f"a0 = {value!r} is not finite: give a finite number")
-    return a0
+    return as_float("a0", 1.0 / math.sqrt(cfg.d) if value is None else value)
 
 
 def _parse_m0(text: str) -> Any:
