@@ -102,6 +102,32 @@ def test_the_cycle_finder_finds_a_cycle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
+def _private_imports() -> list[str]:
+    """``from X import _name`` across modules of src/loradyn (a private helper used by
+    another module). A private *module* (``_common``, ``_layout``) may be imported by the
+    modules of its own package; aliasing a public name (``import f as _f``) is fine."""
+    out = []
+    for p in sorted((SRC / "loradyn").rglob("*.py")):
+        for node in ast.walk(ast.parse(p.read_text())):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            inside = node.level == 1  # a sibling in the same package
+            for a in node.names:
+                if a.name.startswith("_") and not a.name.startswith("__"):
+                    if inside and node.module is None:  # from . import _common
+                        continue
+                    out.append(f"{p.relative_to(SRC)}:{node.lineno}: {a.name}")
+            mod = node.module or ""
+            if any(part.startswith("_") and not part.startswith("__")
+                   for part in mod.split(".")) and not inside:
+                out.append(f"{p.relative_to(SRC)}:{node.lineno}: {mod}")
+    return out
+
+
+def test_no_private_helper_is_imported_across_modules():
+    assert _private_imports() == []
+
+
 def test_torch_free_modules_do_not_import_torch():
     graph = _graph()
     torch_part = {"loradyn.vit.train", "loradyn.vit.model", "loradyn.vit.data"}

@@ -8,12 +8,8 @@ generated from the field declarations of :class:`~loradyn.twolayer.TwoLayerConfi
 
 from __future__ import annotations
 
-import csv
 import inspect
-import io
 import json
-import math
-import sys
 
 import typer
 
@@ -22,7 +18,7 @@ from ..io import check_outputs, memory_errors
 from ..params import cli_command, declared, parse_ints
 from ..twolayer import TwoLayerConfig, plot_loss, save, simulate, summary, tau
 from ._app import app
-from ._outputs import check_format, output_parameters, write_outputs
+from ._outputs import check_format, emit_rows, output_parameters, write_outputs
 
 twolayer_app = typer.Typer(
     name="twolayer",
@@ -32,43 +28,15 @@ twolayer_app = typer.Typer(
 app.add_typer(twolayer_app, name="twolayer")
 
 
-def _json_num(v):
-    return v if not isinstance(v, float) or math.isfinite(v) else str(v)
-
-
-def _table(rows: list[dict], title: str) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(title=title)
-    cols = list(rows[0]) if rows else []
-    for c in cols:
-        t.add_column(c, justify="right")
-    for r in rows:
-        t.add_row(*(f"{r[c]:.6g}" if isinstance(r[c], float) else str(r[c]) for c in cols))
-    Console().print(t)
-
-
 def _tau_body(fields: dict, fmt: str = "table") -> None:
     """Search-phase escape rate lambda_plus and tau = 1/lambda_plus per rank."""
     f = check_format(fmt, ("table", "csv", "json"))
     res = tau(fields["activation"], fields["mu"], parse_ints(fields["rank"], "rank"),
               norm=fields["norm"], teacher=fields["teacher"], label=fields["label"])
-    rows = res.rows()
-    if f == "csv":
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["rank", "lambda_plus", "tau"])
-        for r in rows:
-            w.writerow([r["rank"], repr(r["lambda_plus"]), repr(r["tau"])])
-        sys.stdout.write(buf.getvalue())
-    elif f == "json":
-        out = {"activation": res.activation, "teacher": res.teacher, "label": res.label,
-               "mu": list(res.mu), "norm": res.norm,
-               "rows": [{k: _json_num(v) for k, v in r.items()} for r in rows]}
-        sys.stdout.write(json.dumps(out, indent=2) + "\n")
-    else:
-        _table(rows, f"two-layer search phase: {res.activation}, mu = {list(res.mu)}")
+    meta = {"activation": res.activation, "teacher": res.teacher, "label": res.label,
+            "mu": list(res.mu), "norm": res.norm}
+    emit_rows(res.rows(), ["rank", "lambda_plus", "tau"], f,
+              f"two-layer search phase: {res.activation}, mu = {list(res.mu)}", meta)
 
 
 _RANK_LIST = {"type": str, "default": "1", "names": ("--rank", "-r")}
@@ -110,12 +78,9 @@ def _simulate_body(fields: dict, out: str | None = None, fmt: str = "table",
         ds = simulate(cfg)
     rows = summary(ds)
     write_outputs(ds, out, plot, save, plot_loss)
-    if f == "json":
-        res = {"engine": cfg.engine, "config": json.loads(ds.attrs["config"]),
-               "rows": [{k: _json_num(v) for k, v in r.items()} for r in rows]}
-        sys.stdout.write(json.dumps(res, indent=2) + "\n")
-    else:
-        _table(rows, f"two-layer {cfg.engine}: {cfg.activation}, mu = {list(cfg.mu)}")
+    emit_rows(rows, list(rows[0]) if rows else [], f,
+              f"two-layer {cfg.engine}: {cfg.activation}, mu = {list(cfg.mu)}",
+              {"engine": cfg.engine, "config": json.loads(ds.attrs["config"])})
 
 
 simulate_cmd = twolayer_app.command("simulate")(

@@ -66,7 +66,10 @@ UPDATES = ("spherical", "renormalized")
 CLOSED_FORM = ("linear", "he2-norm")
 
 
-def _act(name: object, what: str) -> str:
+def activation_name(name: object, what: str) -> str:
+    """The canonical name of activation ``name`` (lower case, no blanks, ``x``/``id``/
+    ``identity`` -> ``linear``) after checking that it exists; ``what`` names the field in
+    the one-line error."""
     if not isinstance(name, str):
         raise LoradynError(f"{what} must be an activation name such as linear or he2-norm")
     get_activation(name)
@@ -223,10 +226,10 @@ class TwoLayerConfig(Declared):
     rank: int = param(1, "LoRA rank r >= 1.", kind="int", check=lambda v, c: _int("rank", v, 1),
                       sweep_context={"d": 10**6})
     activation: str = param("linear", "Student activation (any registered name).", kind="str",
-                            check=lambda v, c: _act(v, "activation"), cli=("-a",))
+                            check=lambda v, c: activation_name(v, "activation"), cli=("-a",))
     teacher: str | None = param(None, "Teacher activation (default: the student's).",
                                 kind="str",
-                                check=lambda v, c: _act(c.activation if v is None else v,
+                                check=lambda v, c: activation_name(c.activation if v is None else v,
                                                         "teacher"))
     norm: str = param("none", "Output normalization: none, 1/K, 1/sqrt(K) or auto.",
                       kind="str", check=lambda v, c: _norm_key(v))

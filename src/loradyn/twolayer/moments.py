@@ -94,9 +94,9 @@ class Fn:
 def _lookup(name: str):
     # registered names (built-in or user, possibly re-registered) straight from the registry;
     # Hermite names and sums are parsed once (they cannot change)
-    from ..activations import _REGISTRY
+    from ..activations import registered_activation
 
-    return _REGISTRY.get(name) or _parsed(name)
+    return registered_activation(name) or _parsed(name)
 
 
 @lru_cache(maxsize=128)

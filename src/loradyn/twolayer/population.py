@@ -117,8 +117,14 @@ def covariances(mu: Array, A: Array, M: Array, C: Array) -> tuple[Array, Array]:
     return P, Q
 
 
-def _x_term(student: str, teacher: str, P: Array) -> tuple[Array, Array]:
-    """Cross term X = sum E[sigma_k phi_l] and dX/dP."""
+def cross_term(student: str, teacher: str, P: Array) -> tuple[Array, Array]:
+    r"""Closed-form cross term :math:`X = \sum_{kl} E[\sigma(\lambda_k)\phi(z^*_l)]` and
+    :math:`\partial X/\partial P`, batched over the leading dimensions of ``P``.
+
+    Linear pair: :math:`X = \mathbf 1^	op P \mathbf 1`, :math:`\partial X/\partial P =
+    \mathbf 1\mathbf 1^	op`; ``he2-norm`` pair: :math:`X = \|P\|_F^2`,
+    :math:`\partial X/\partial P = 2P`; mixed linear / ``he2-norm``: 0 (module docstring).
+    """
     if student == teacher == "linear":
         return P.sum(axis=(-2, -1)), np.ones_like(P)
     if student == teacher == "he2-norm":
@@ -126,8 +132,14 @@ def _x_term(student: str, teacher: str, P: Array) -> tuple[Array, Array]:
     return np.zeros(P.shape[:-2]), np.zeros_like(P)
 
 
-def _s_term(student: str, Q: Array) -> tuple[Array, Array]:
-    """Student term S = sum E[sigma_k sigma_l] and dS/dQ (symmetric convention)."""
+def student_term(student: str, Q: Array) -> tuple[Array, Array]:
+    r"""Closed-form student term :math:`S = \sum_{kl} E[\sigma(\lambda_k)\sigma(\lambda_l)]`
+    and :math:`\partial S/\partial Q` (symmetric convention), batched over ``Q``.
+
+    Linear: :math:`S = \mathbf 1^	op Q\mathbf 1`, :math:`\partial S/\partial Q =
+    \mathbf 1\mathbf 1^	op`; ``he2-norm``: :math:`S = \|Q\|_F^2 + 	frac12(\mathrm{tr}\,Q -
+    K)^2`, :math:`\partial S/\partial Q = 2Q + (\mathrm{tr}\,Q - K) I`.
+    """
     K = Q.shape[-1]
     if student == "linear":
         return Q.sum(axis=(-2, -1)), np.ones_like(Q)
@@ -153,8 +165,8 @@ def closed_loss(
     _check_closed(activation, teacher)
     P, Q = covariances(mu, A, M, C)
     K = P.shape[-1]
-    X, _ = _x_term(activation, teacher, P)
-    S, _ = _s_term(activation, Q)
+    X, _ = cross_term(activation, teacher, P)
+    S, _ = student_term(activation, Q)
     return 0.5 * nu * nu * (K - 2.0 * X + S)
 
 
@@ -220,8 +232,8 @@ def loss_gradients(
     P, Q = covariances(mu, A, M, C)
     if method == "auto" and _is_closed(activation, teacher, label):
         K = P.shape[-1]
-        X, dX = _x_term(activation, teacher, P)
-        Sv, dS = _s_term(activation, Q)
+        X, dX = cross_term(activation, teacher, P)
+        Sv, dS = student_term(activation, Q)
         n2 = nu * nu
         GP = -n2 * dX
         GQ = 0.5 * n2 * dS
