@@ -69,6 +69,12 @@ def test_digits_end_to_end_and_rerun_skips(tmp_path, monkeypatch):
     assert ds.attrs["head_reinit"] == 0  # digits -> shifted digits keeps the label space
     assert ds.attrs["trainable_lora"] > 0 and ds.attrs["trainable_head"] > 0
     assert ds["test_acc"].sizes["epoch"] == 4
+    # the one key and the code hash, as every result of the store records them
+    from loradyn.store import code_hash
+    from loradyn.vit.config import finetune_key
+
+    assert ds.attrs["result_key"] == finetune_key(cfg, 3, 1, "cpu")
+    assert ds.attrs["code_hash"] == code_hash()
     assert not list(tmp_path.rglob("*.state.pt")) and not list(tmp_path.rglob("state.pt"))
     html = table_html(res.rows, cfg.report_epochs)
     assert html.startswith("<table") and "&plusmn;" in html
@@ -227,6 +233,30 @@ def test_head_reinit_rules_and_frozen_backbone(tmp_path):
     assert ds.attrs["source_acc"] == ck["source_acc"]
     with pytest.raises(LoradynError, match="not one of the pre-training checkpoints"):
         T.finetune(cfg, tmp_path / "auto", 7, 0, device="cpu")
+
+
+def test_vit_keys_come_from_the_one_hash():
+    from loradyn.params import content_hash
+    from loradyn.sweep.spec import task_key
+    from loradyn.vit.config import finetune_key
+    from loradyn.vit.sweep import key as vit_key
+
+    cfg = get_preset("digits-shifted", "smoke")
+    d = cfg.to_dict()
+    for k in ("seeds", "report_epochs", "scale", "name"):
+        d.pop(k)
+    assert cfg.work_key() == content_hash({"class": "ExperimentConfig", "config": d})
+    # seeds and reports do not name the trained models
+    assert cfg.with_seeds((7,)).work_key() == cfg.work_key()
+    ck = cfg.pretrain.checkpoints[0]
+    params = {"preset": "digits-shifted", "scale": "smoke", "run_dir": "a", "checkpoint": ck,
+              "seed": 1, "device": "cpu"}
+    k = vit_key(params, "torch")
+    assert k == finetune_key(cfg, ck, 1, "cpu") == task_key("vit", "torch", params)
+    # where the run lives changes no number; the seed and the device do
+    assert vit_key({**params, "run_dir": "b", "data_dir": "/x"}, "torch") == k
+    assert vit_key({**params, "seed": 2}, "torch") != k
+    assert vit_key({**params, "device": "cuda"}, "torch") != k
 
 
 def test_presets_and_config_roundtrip():

@@ -147,9 +147,10 @@ def _check_record_every(value: object, cfg: Any) -> int:
     return _int("record_every", re, 1)
 
 
-def _resolve_device(value: str | None) -> str:
-    """The torch device that will run: ``value``, or cuda when available, else cpu."""
-    if value:
+def resolve_device_name(value: str | None) -> str:
+    """The torch device that will run: ``value``, or (``None``/``auto``) cuda when
+    available, else cpu. Used to resolve a device before it is hashed."""
+    if value and str(value) != "auto":
         return str(value)
     try:
         import torch
@@ -308,7 +309,7 @@ class RunConfig(Declared):
                                check=lambda v, c: str(v).strip().lower() or None
                                if v is not None else None,
                                applies=lambda c: c.engine == "dense" and c.backend == "torch",
-                               resolve=lambda v, c: _resolve_device(v))
+                               resolve=lambda v, c: resolve_device_name(v))
     teacher_direction: str = param("e1", "Dense engine: teacher w* = e1 or a random unit "
                                    "vector.", kind="str", role=EXECUTION, choices=DIRECTIONS,
                                    applies=lambda c: c.engine == "dense")

@@ -61,6 +61,7 @@ __all__ = [
     "check_value",
     "cli_command",
     "config_key",
+    "content_hash",
     "declared",
     "execution_options",
     "from_dict",
@@ -251,11 +252,18 @@ def hash_dict(obj: Any) -> dict[str, Any]:
     return out
 
 
+def content_hash(obj: Any, length: int = KEY_LENGTH) -> str:
+    """The one hash of loradyn: sha256 (first ``length`` hex digits) of
+    :func:`canonical_json` of ``obj``. Config keys (:func:`config_key`), sweep task keys
+    (:func:`loradyn.sweep.spec.task_key`) and ViT experiment keys
+    (:meth:`loradyn.vit.config.ExperimentConfig.work_key`) are all made by it."""
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:length]
+
+
 def config_key(obj: Any, length: int = KEY_LENGTH) -> str:
-    """sha256 (first ``length`` hex digits) of the canonical JSON of :func:`hash_dict`,
-    prefixed by the class name so that two kinds of config never share a key."""
-    text = canonical_json({"class": type(obj).__name__, "config": hash_dict(obj)})
-    return hashlib.sha256(text.encode()).hexdigest()[:length]
+    """:func:`content_hash` of :func:`hash_dict`, prefixed by the class name so that two
+    kinds of config never share a key."""
+    return content_hash({"class": type(obj).__name__, "config": hash_dict(obj)}, length)
 
 
 class Declared:

@@ -87,6 +87,20 @@ def prepare(params: dict[str, Any], engine: str) -> dict[str, Any]:
     return out
 
 
+def key(params: dict[str, Any], engine: str) -> str:
+    """The task's content key: :func:`loradyn.vit.config.finetune_key` of the preset's
+    experiment, the checkpoint, the seed and the device, resolved (``auto`` -> ``cuda``
+    or ``cpu``). The run and data directories and ``download`` change nothing and are
+    left out."""
+    from ..config import resolve_device_name
+    from .config import finetune_key
+    from .presets import get_preset
+
+    p = prepare(params, engine)
+    cfg = get_preset(p["preset"], p["scale"])
+    return finetune_key(cfg, p["checkpoint"], p["seed"], resolve_device_name(p["device"]))
+
+
 def run(params: dict[str, Any], engine: str) -> Any:
     """Pre-train if needed, then fine-tune (checkpoint, seed); return the curves."""
     from .presets import get_preset
@@ -110,6 +124,7 @@ VIT = register_kind(
         default_engine="torch",
         replaces={},
         description="one LoRA fine-tune (checkpoint, seed) of a loradyn.vit preset",
+        key=key,
     ),
     replace=True,
 )

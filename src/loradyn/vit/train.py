@@ -38,8 +38,9 @@ import torch.nn.functional as F
 import xarray as xr
 
 from ..errors import DivergenceError, LoradynError
-from ..io import atomic_write, atomic_write_text, load_netcdf, save_netcdf
-from .config import ExperimentConfig
+from ..io import atomic_write, load_netcdf, save_netcdf
+from ..store import ResultStore
+from .config import ExperimentConfig, finetune_key
 from .data import TaskData, load_task, per_class_subset
 from .model import add_lora, build_vit, check_geometry, check_trainable
 from .rundir import (  # noqa: F401 - the run directory's API, re-exported
@@ -110,16 +111,7 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
         torch.save(obj, tmp)
 
 
-def _atomic_netcdf(ds: xr.Dataset, path: Path) -> None:
-    with atomic_write(path, mkdir=False) as tmp:
-        ds.to_netcdf(tmp)
-
-
-def _atomic_text(text: str, path: Path) -> None:
-    atomic_write_text(path, text, encoding=None, mkdir=False)
-
-
-_atomic_netcdf = save_netcdf  # the one netCDF writer (kept under the old private names)
+_atomic_netcdf = save_netcdf  # the one netCDF pair (kept under the old private names)
 _load_nc = load_netcdf
 _try_nc = try_netcdf
 
@@ -333,7 +325,7 @@ def pretrain(
         attrs={"config": cfg.to_json(), "pretrain_seed": pseed,
                "checkpoints": json.dumps(list(pt.checkpoints)), "device": str(dev)},
     )
-    _atomic_netcdf(ds, hist_path)
+    save_netcdf(ResultStore.stamp(ds, cfg.work_key()), hist_path)
     state_path.unlink(missing_ok=True)
     return ds
 
@@ -511,7 +503,9 @@ def finetune(
                "frozen": counts["frozen"], "per_class": ft.per_class,
                "budget_seed": int(bseed), "device": str(dev)},
     )
-    _atomic_netcdf(ds, path)
+    # the one key and the code that made it, as every result of a ResultStore records
+    ds = ResultStore.stamp(ds, finetune_key(cfg, checkpoint, seed, str(dev.type)))
+    save_netcdf(ds, path)
     state_path.unlink(missing_ok=True)
     return ds
 
