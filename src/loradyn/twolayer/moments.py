@@ -425,6 +425,14 @@ def relu_pair_shifted(mx: Array, my: Array, sx: Array, sy: Array, r: Array) -> A
     return mx * my * L + mx * sy * IV + my * sx * IU + sx * sy * IUV
 
 
+def relu_mean_shifted(m: Array, s: Array) -> Array:
+    r""":math:`E[\mathrm{relu}(X)] = m\Phi(m/s) + s\varphi(m/s)`, :math:`X \sim N(m, s^2)`."""
+    from scipy.special import ndtr
+
+    s = np.maximum(s, 1e-12)
+    return m * ndtr(m / s) + s * _norm_pdf(m / s)
+
+
 def relu_square_shifted(m: Array, s: Array) -> Array:
     r""":math:`E[\mathrm{relu}(X)^2] = (m^2 + s^2)\Phi(m/s) + m s\varphi(m/s)`."""
     from scipy.special import ndtr
@@ -441,6 +449,9 @@ def _wedge_nodes(n: int) -> tuple[Array, Array, Array, Array]:
     rad = np.concatenate([4 * u, 4 + 8 * u])
     wr = np.concatenate([4 * wu, 8 * wu])
     return u, wu, rad, wr
+
+
+_DET_SD = 1e-7  # conditional standard deviation below which a pre-activation is fixed
 
 
 def noise_relu(Sig: Array, nu: float, *, nodes: int = 8) -> Array:
@@ -462,61 +473,77 @@ def noise_relu(Sig: Array, nu: float, *, nodes: int = 8) -> Array:
     wpair = np.where(iu == ju, 1.0, 2.0) * sgn[iu] * sgn[ju]
     u, wu, rad, wr = _wedge_nodes(int(nodes))
     lead = Sig.shape[:-2]
-    flat = Sig.reshape((-1, n2, n2))
-    out = np.zeros((flat.shape[0], K, K))
+    S = Sig.reshape((-1, n2, n2))
+    S = 0.5 * (S + np.swapaxes(S, -1, -2))
+    nb = S.shape[0]
+    # every (seed, k, l) block at once: diagonal blocks (1-D radial rule), then k < l
+    # (wedge of the quadrant in whitened polar coordinates)
+    kd = np.arange(K)
+    qd = S[:, kd, kd]  # nb x K
+    okd = qd > _TINY
+    sqd = np.sqrt(np.where(okd, qd, 1.0))
+    ptd = (sqd[..., None] * rad)[..., None]  # nb x K x Nd x 1
+    wd = np.where(okd[..., None], wr * _norm_pdf(rad), 0.0)  # nb x K x Nd
+    Bd = S[:, :, kd].transpose(0, 2, 1) / np.where(okd, qd, 1.0)[..., None]  # nb x K x n2
+    Scd = S[:, None] - Bd[..., :, None] * S[:, kd, :][..., None, :]
+    md = ptd * Bd[:, :, None, :]  # nb x K x Nd x n2
+    ko, lo = np.triu_indices(K, 1)
+    parts = [(md, Scd, wd)]
+    if ko.size:
+        qa, qb, c = S[:, ko, ko], S[:, lo, lo], S[:, ko, lo]  # nb x Po
+        ok = (qa > _TINY) & (qb > _TINY)
+        sa = np.sqrt(np.where(ok, qa, 1.0))
+        cz = c / sa
+        sv = np.sqrt(np.clip(np.where(ok, qb, 1.0) - cz * cz, 0.0, None))
+        th0 = np.arctan2(sv, cz) - 0.5 * math.pi
+        span = np.clip(0.5 * math.pi - th0, 0.0, None) * ok  # 0: skipped block
+        th = th0[..., None] + span[..., None] * u  # nb x Po x Na
+        z1 = rad[:, None] * np.cos(th)[..., None, :]  # nb x Po x Nr x Na
+        z2 = rad[:, None] * np.sin(th)[..., None, :]
+        wo = (wr * rad * np.exp(-0.5 * rad * rad))[:, None] * (wu / (2 * math.pi))
+        wo = span[..., None, None] * wo  # nb x Po x Nr x Na
+        sh = z1.shape[:2] + (-1,)
+        pts = np.stack([(sa[..., None, None] * z1).reshape(sh),
+                        (cz[..., None, None] * z1 + sv[..., None, None] * z2).reshape(sh)], -1)
+        cols = np.stack([ko, lo], -1)
+        Scc = S[:, cols[:, :, None], cols[:, None, :]]  # nb x Po x 2 x 2
+        Sxc = S[:, :, cols].transpose(0, 2, 1, 3)  # nb x Po x n2 x 2
+        Bo = Sxc @ np.linalg.pinv(Scc)  # nb x Po x n2 x 2
+        Sco = S[:, None] - Bo @ np.swapaxes(Sxc, -1, -2)
+        mo = pts @ np.swapaxes(Bo, -1, -2)  # nb x Po x N x n2
+        parts.append((mo, Sco, wo.reshape(sh)))
     diag = iu == ju
-    # gather every (seed, k, l) block's outer points, then one vectorized closed-form call
-    Mx, My, Sx, Sy, Rr, Wt, owner = [], [], [], [], [], [], []
-    for b in range(flat.shape[0]):
-        S = 0.5 * (flat[b] + flat[b].T)
-        for k in range(K):
-            for l in range(k, K):
-                qa, qb, c = S[k, k], S[l, l], S[k, l]
-                if qa <= _TINY or qb <= _TINY:
-                    continue
-                if k == l:
-                    pts = (math.sqrt(qa) * rad)[:, None]
-                    wz = wr * _norm_pdf(rad)
-                    cols = [k]
-                else:
-                    cz = c / math.sqrt(qa)
-                    s = math.sqrt(max(qb - cz * cz, 0.0))
-                    th0, th1 = math.atan2(s, cz) - 0.5 * math.pi, 0.5 * math.pi
-                    if th1 <= th0:
-                        continue
-                    th = th0 + (th1 - th0) * u
-                    R, TH = np.meshgrid(rad, th, indexing="ij")
-                    wz = (wr[:, None] * rad[:, None] * np.exp(-0.5 * rad[:, None] ** 2)
-                          * ((th1 - th0) * wu)[None, :] / (2 * math.pi)).ravel()
-                    z1, z2 = (R * np.cos(TH)).ravel(), (R * np.sin(TH)).ravel()
-                    pts = np.stack([math.sqrt(qa) * z1, cz * z1 + s * z2], axis=-1)
-                    cols = [k, l]
-                Bm = S[:, cols] @ np.linalg.pinv(S[np.ix_(cols, cols)])
-                Sc = S - Bm @ S[cols, :]
-                sd = np.sqrt(np.clip(np.diag(Sc), 0.0, None))
-                mean = pts @ Bm.T  # N x 2K
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    rr = np.where(sd[iu] * sd[ju] > 0, Sc[iu, ju] / (sd[iu] * sd[ju]), 0.0)
-                N = pts.shape[0]
-                Mx.append(mean[:, iu])
-                My.append(mean[:, ju])
-                Sx.append(np.broadcast_to(sd[iu], (N, iu.size)))
-                Sy.append(np.broadcast_to(sd[ju], (N, iu.size)))
-                Rr.append(np.broadcast_to(rr, (N, iu.size)))
-                Wt.append(wz)
-                owner.append((b, k, l, N))
-    if owner:
-        mx, my = np.concatenate(Mx), np.concatenate(My)
-        sx, sy, rr = np.concatenate(Sx), np.concatenate(Sy), np.concatenate(Rr)
-        val = np.empty_like(mx)
-        val[:, diag] = relu_square_shifted(mx[:, diag], sx[:, diag])
-        nd = ~diag
-        val[:, nd] = relu_pair_shifted(mx[:, nd], my[:, nd], sx[:, nd], sy[:, nd], rr[:, nd])
-        per_point = np.concatenate(Wt) * (val @ wpair)
-        start = 0
-        for b, k, l, N in owner:
-            out[b, k, l] = out[b, l, k] = float(per_point[start:start + N].sum())
-            start += N
+    H = []
+    for mean, Sc, w in parts:
+        sd = np.sqrt(np.clip(np.diagonal(Sc, axis1=-2, axis2=-1), 0.0, None))  # nb x B x n2
+        with np.errstate(divide="ignore", invalid="ignore"):
+            den = sd[..., iu] * sd[..., ju]
+            rr = np.where(den > 0, Sc[..., iu, ju] / np.where(den > 0, den, 1.0), 0.0)
+        shp = mean.shape[:3] + (iu.size,)
+        mx, my = mean[..., iu], mean[..., ju]
+        sx = np.broadcast_to(sd[..., None, iu], shp)
+        sy = np.broadcast_to(sd[..., None, ju], shp)
+        rb = np.broadcast_to(rr[..., None, :], shp)
+        val = np.empty(shp)
+        val[..., diag] = relu_square_shifted(mx[..., diag], sx[..., diag])
+        # a pre-activation conditioned on (its own variance 0: one of lambda_k, lambda_l)
+        # is deterministic: E[relu(x) relu(Y)] = relu(x) E[relu(Y)], no bivariate CDF
+        nd = np.broadcast_to(~diag, shp)
+        dx, dy = sx <= _DET_SD, sy <= _DET_SD
+        both = nd & dx & dy
+        val[both] = np.maximum(mx[both], 0.0) * np.maximum(my[both], 0.0)
+        one = nd & dx & ~dy
+        val[one] = np.maximum(mx[one], 0.0) * relu_mean_shifted(my[one], sy[one])
+        one = nd & dy & ~dx
+        val[one] = np.maximum(my[one], 0.0) * relu_mean_shifted(mx[one], sx[one])
+        gen = nd & ~dx & ~dy
+        val[gen] = relu_pair_shifted(mx[gen], my[gen], sx[gen], sy[gen], rb[gen])
+        H.append(np.einsum("ebn,ebn->eb", w, val @ wpair))  # nb x blocks
+    out = np.zeros((nb, K, K))
+    out[:, kd, kd] = H[0]
+    if ko.size:
+        out[:, ko, lo] = H[1]
+        out[:, lo, ko] = H[1]
     return nu**4 * out.reshape(lead + (K, K))
 
 
