@@ -72,7 +72,8 @@ Stein's lemma gives :math:`E[(g^\top\mathcal Dg)^2 g_a g_b] = \Sigma_{ab}(t_1^2 
 :math:`H = \nu^4 [\,\cdot\,]_{\lambda\lambda}`.
 
 Other activations: :func:`loss` uses pairwise 2-D Gaussian quadrature
-(:func:`loradyn.gaussian.rule_2d`); the flow needs a closed form.
+(:func:`loradyn.gaussian.rule_2d`), exact pair identities for erf and relu, and the
+finite-step term of :mod:`.moments` (see :func:`noise_matrix`).
 """
 
 from __future__ import annotations
