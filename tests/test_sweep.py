@@ -115,6 +115,15 @@ def test_bad_specs_raise_one_line(text, needle):
     assert needle in msg and "\n" not in msg
 
 
+def test_run_sweep_wrong_argument_types_are_one_line_errors(tmp_path):
+    with pytest.raises(LoradynError, match="SweepSpec, a dict or the path") as err:
+        run_sweep(None, tmp_path / "out")
+    assert "\n" not in str(err.value)
+    with pytest.raises(LoradynError, match="sweep directory must be a path"):
+        run_sweep(parse_spec(SMALL), None)
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize(
     ("text", "needle"),
     [

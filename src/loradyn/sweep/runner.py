@@ -246,6 +246,8 @@ def run_sweep(
     except OSError as exc:  # a folder, a path below a file, no permission
         raise LoradynError(f"cannot read the sweep file {spec_or_path}: "
                            f"{exc.strerror or exc}") from None
+    if not isinstance(out, str | os.PathLike):
+        raise LoradynError(f"the sweep directory must be a path, not {type(out).__name__}")
     kind = spec.task_kind()
     tasks = spec.tasks()
     if all(t.error for t in tasks):

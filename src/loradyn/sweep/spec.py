@@ -33,6 +33,7 @@ import hashlib
 import itertools
 import json
 import math
+import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -292,6 +293,9 @@ def load_spec(source: SweepSpec | Mapping[str, Any] | str | Path) -> SweepSpec:
         return source
     if isinstance(source, Mapping):
         return spec_from_dict(source)
+    if not isinstance(source, str | os.PathLike):
+        raise LoradynError(f"a sweep is a SweepSpec, a dict or the path of a TOML file, not "
+                           f"{type(source).__name__}")
     path = Path(source)
     try:
         text = path.read_text(encoding="utf-8")
