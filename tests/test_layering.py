@@ -168,6 +168,23 @@ def test_vit_table_runs_without_torch(tmp_path):
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "run" / "table.csv").read_text() == want
     assert (tmp_path / "run" / "figure.png").stat().st_size > 1000
+    # the table reads the run's result store (torch-free): a fine-tune result made by
+    # other number-computing code is refused, and used with --reuse-other-code
+    from loradyn.io import load_netcdf, save_netcdf
+
+    (result,) = (tmp_path / "run" / "results").glob("*.nc")
+    ds = load_netcdf(result)
+    ds.attrs["code_hash"] = "0" * 16
+    save_netcdf(ds, result)
+    table = [sys.executable, "-c", BLOCK_TORCH, "vit", "table", "--no-figure", "--out",
+             str(tmp_path / "run")]
+    r = subprocess.run(table, capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 2 and "--reuse-other-code" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    r = subprocess.run(table + ["--reuse-other-code"], capture_output=True, text=True,
+                       env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "run" / "table.csv").read_text() == want
     # the block works: the training commands do need torch
     r = subprocess.run([sys.executable, "-c", BLOCK_TORCH, "vit", "run", "--preset",
                         "digits-shifted", "--out", str(tmp_path / "x")], capture_output=True,
