@@ -334,7 +334,7 @@ def _run_pending(
             ): t
             for t in pending
         }
-        for fut in as_completed(futures):
+        for fut in as_completed(futures, loop=client.loop):  # client is not the default
             task = futures.pop(fut)
             try:
                 status, payload = fut.result()
