@@ -18,8 +18,10 @@ cluster or any scheduler, SLURM included), with its atomic hash-keyed store::
 A task pre-trains first if its checkpoint is missing (resumable; run ``loradyn vit
 pretrain`` for each pre-training seed beforehand to avoid two workers pre-training the
 same seed at once: harmless, the result is the same, but wasted work). The task result is
-the fine-tune's curves (``test_acc``, ``test_loss``, ``train_loss`` over ``epoch``);
-``loradyn vit table --out RUN_DIR`` then writes the Table-1 CSV from ``run_dir``.
+the fine-tune's curves (``test_acc``, ``test_loss``, ``train_loss`` over ``epoch``), kept
+under the same key (:func:`loradyn.vit.config.finetune_key`) in the sweep's store and in
+the result store of ``run_dir`` (``run_dir/results/KEY.nc``); ``loradyn vit table --out
+RUN_DIR`` then writes the Table-1 CSV from ``run_dir``.
 """
 
 from __future__ import annotations
