@@ -11,7 +11,7 @@ term) for erf (exact pair identities and the Gaussian-tilt finite-step term) and
 (closed-form conditional finite-step term) against the linear closed form; the cost of the
 erf finite-step term ``H`` by its exact identity against the generic conditional
 quadrature; and the cost of ``loradyn twolayer tau`` for erf against linear, all measured in
-the same process.
+the same process. The accurate tier of the generic finite-step term is timed too.
 
 Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/twolayer.py``.
 """
@@ -76,6 +76,16 @@ def theory() -> None:
     t_q = _best(lambda: noise_conditional(S, erf, erf, 1.0), 3)
     print(f"\nerf finite-step term H: exact {1e3 * t_ex:.3f} ms, conditional quadrature "
           f"{1e3 * t_q:.3f} ms, ratio {t_q / t_ex:.0f}")
+    t0 = time.perf_counter()  # one call (tens of seconds): no warm-up, no repeat
+    noise_matrix(mu, A, M, C, activation="erf", method="accurate")
+    t_acc = time.perf_counter() - t0
+    print(f"erf H, accurate tier (method='accurate', ~1e-7): {1e3 * t_acc:.0f} ms, ratio "
+          f"{t_acc / t_ex:.0f} to the exact identity")
+    relu = student_fn("relu")
+    t_rx = _best(lambda: noise_matrix(mu, A, M, C, activation="relu"), 20)
+    t_rq = _best(lambda: noise_conditional(S, relu, relu, 1.0), 3)
+    print(f"relu H: closed-form conditional {1e3 * t_rx:.3f} ms, generic conditional "
+          f"quadrature {1e3 * t_rq:.3f} ms, ratio {t_rq / t_rx:.1f}")
     ranks = [1, 2, 4]
     t_tl = _best(lambda: tau("linear", [0.3, 0.3, 1.0], ranks), 5)
     t_te = _best(lambda: tau("erf", [0.3, 0.3, 1.0], ranks), 5)

@@ -223,22 +223,39 @@ def test_corrupt_checkpoint_heals_on_rerun_through_the_cli(vit_run, tmp_path):
     assert (out / "table.csv").read_text() == table  # redone bit for bit
 
 
-@pytest.mark.parametrize("name", ["config.json", "pretrain/seed0/history.nc",
-                                  "finetune/p0_ckpt002_seed0.nc", "state"])
+def _ft_key(out, ckpt):
+    from loradyn.vit.config import finetune_key
+    from loradyn.vit.rundir import load_run_config
+
+    return finetune_key(load_run_config(out), ckpt, 0, "cpu")
+
+
+# fine-tune results live in the run's result store (results/KEY.nc; a corrupt one is moved
+# to corrupt/KEY.nc), their resume states in finetune/KEY.state.pt
+@pytest.mark.parametrize("name", ["config.json", "pretrain/seed0/history.nc", "result",
+                                  "state"])
 def test_corrupt_run_files_heal_on_rerun(vit_run, tmp_path, capsys, name):
     out = _copy(vit_run, tmp_path / "run")
     if name == "state":  # an interrupted fine-tune whose resume state was damaged
-        (out / "finetune" / "p0_ckpt001_seed0.nc").unlink()
-        (out / "finetune" / "p0_ckpt001_seed0.state.pt").write_bytes(b"PK\x03\x04trunc")
-        name = "finetune/p0_ckpt001_seed0.state.pt"
+        key = _ft_key(out, 1)
+        (out / "results" / f"{key}.nc").unlink()
+        (out / "finetune").mkdir(exist_ok=True)
+        (out / "finetune" / f"{key}.state.pt").write_bytes(b"PK\x03\x04trunc")
+        name = f"finetune/{key}.state.pt"
+        aside = out / (name + ".corrupt")
+    elif name == "result":
+        name = f"results/{_ft_key(out, 2)}.nc"
+        _truncate(out / name)
+        aside = out / "corrupt" / Path(name).name
     else:
         _truncate(out / name)
+        aside = out / (name + ".corrupt")
     code, _, err = _run(["vit", "run", "--scale", "smoke", "--out", str(out), "--device",
                          "cpu", "--threads", "1", "--no-amp"], capsys)
     assert code == 0, err
     warn = [ln for ln in err.splitlines() if ln.startswith("warning:")]
     assert len(warn) == 1 and Path(name).name in warn[0], err
-    assert (out / (name + ".corrupt")).exists()
+    assert aside.exists()
     assert (out / "table.csv").read_text() == (vit_run / "table.csv").read_text()
 
 

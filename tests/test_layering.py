@@ -102,6 +102,32 @@ def test_the_cycle_finder_finds_a_cycle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
+def _private_imports() -> list[str]:
+    """``from X import _name`` across modules of src/loradyn (a private helper used by
+    another module). A private *module* (``_common``, ``_layout``) may be imported by the
+    modules of its own package; aliasing a public name (``import f as _f``) is fine."""
+    out = []
+    for p in sorted((SRC / "loradyn").rglob("*.py")):
+        for node in ast.walk(ast.parse(p.read_text())):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            inside = node.level == 1  # a sibling in the same package
+            for a in node.names:
+                if a.name.startswith("_") and not a.name.startswith("__"):
+                    if inside and node.module is None:  # from . import _common
+                        continue
+                    out.append(f"{p.relative_to(SRC)}:{node.lineno}: {a.name}")
+            mod = node.module or ""
+            if any(part.startswith("_") and not part.startswith("__")
+                   for part in mod.split(".")) and not inside:
+                out.append(f"{p.relative_to(SRC)}:{node.lineno}: {mod}")
+    return out
+
+
+def test_no_private_helper_is_imported_across_modules():
+    assert _private_imports() == []
+
+
 def test_torch_free_modules_do_not_import_torch():
     graph = _graph()
     torch_part = {"loradyn.vit.train", "loradyn.vit.model", "loradyn.vit.data"}
@@ -142,6 +168,23 @@ def test_vit_table_runs_without_torch(tmp_path):
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "run" / "table.csv").read_text() == want
     assert (tmp_path / "run" / "figure.png").stat().st_size > 1000
+    # the table reads the run's result store (torch-free): a fine-tune result made by
+    # other number-computing code is refused, and used with --reuse-other-code
+    from loradyn.io import load_netcdf, save_netcdf
+
+    (result,) = (tmp_path / "run" / "results").glob("*.nc")
+    ds = load_netcdf(result)
+    ds.attrs["code_hash"] = "0" * 16
+    save_netcdf(ds, result)
+    table = [sys.executable, "-c", BLOCK_TORCH, "vit", "table", "--no-figure", "--out",
+             str(tmp_path / "run")]
+    r = subprocess.run(table, capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 2 and "--reuse-other-code" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    r = subprocess.run(table + ["--reuse-other-code"], capture_output=True, text=True,
+                       env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "run" / "table.csv").read_text() == want
     # the block works: the training commands do need torch
     r = subprocess.run([sys.executable, "-c", BLOCK_TORCH, "vit", "run", "--preset",
                         "digits-shifted", "--out", str(tmp_path / "x")], capture_output=True,

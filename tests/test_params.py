@@ -125,24 +125,82 @@ def test_from_dict_of_a_non_mapping_is_one_line():
         raise AssertionError
 
 
-def test_every_twolayer_field_has_a_sweep_check():
+# a valid, non-default sweep value for every TwoLayerConfig field
+TL_SAMPLE = {
+    "mu": [0.4, 0.6], "rank": 2, "activation": "erf", "teacher": "relu", "norm": "1/K",
+    "d": 50, "lr": 0.05, "batch": 10, "steps": 20, "seeds": 2, "seed0": 3, "a0": 0.1,
+    "m0": 0.1, "update": "renormalized", "threshold": 0.4, "record_every": 2,
+    "label": "square", "from_scratch": True, "ranks": [1, 2], "engine": "ode",
+    "noise_term": False, "stop_on_escape": True,
+}
+
+
+def _twolayer_options(command: str) -> set[str]:
+    group = typer.main.get_command(app).commands["twolayer"]
+    cmd = group.commands[command]
+    return {name for p in cmd.params for name in p.opts + p.secondary_opts}
+
+
+def test_every_twolayer_field_is_declared_and_has_a_cli_option():
     import dataclasses
 
+    from loradyn.twolayer import TwoLayerConfig
+
+    fields = [f.name for f, _ in params.declared(TwoLayerConfig)]
+    assert fields == [f.name for f in dataclasses.fields(TwoLayerConfig) if f.init]
+    assert set(TL_SAMPLE) == set(fields)
+    opts = _twolayer_options("simulate")
+    for name in fields:
+        assert "--" + name.replace("_", "-") in opts, name
+
+
+def test_every_twolayer_field_has_a_sweep_check():
     from loradyn.sweep.twolayer import check_value as tl_check
     from loradyn.sweep.twolayer import parameter_names as tl_names
     from loradyn.twolayer import TwoLayerConfig
 
     names = set(tl_names())
-    fields = [f.name for f in dataclasses.fields(TwoLayerConfig) if f.init]
-    for name in fields:
-        if name == "engine":  # set once in [sweep]
+    for f, _ in params.declared(TwoLayerConfig):
+        if f.name == "engine":  # set once in [sweep]
             continue
-        assert name in names, name
+        assert f.name in names, f.name
+        assert tl_check(f.name, TL_SAMPLE[f.name]) is not None, f.name
     assert tl_check("rank", 2) == 2 and tl_check("lr", 0.1) == 0.1
     assert tl_check("mu", [0.5, 0.6]) == [0.5, 0.6]
-    for key, bad in [("rank", 0), ("lr", "x"), ("mu", "a"), ("nope", 1)]:
+    assert tl_check("norm", "1/k") == "1/K"  # normalized by the declared check
+    for key, bad in [("rank", 0), ("lr", "x"), ("mu", "a"), ("nope", 1), ("d", 2.5),
+                     ("noise_term", 1), ("update", "sgd"), ("engine", "ode")]:
         try:
             tl_check(key, bad)
         except LoradynError:
             continue
         raise AssertionError(f"{key}={bad!r} accepted")
+
+
+def test_twolayer_physics_options_and_hash():
+    from loradyn.twolayer import TwoLayerConfig
+
+    cfg = TwoLayerConfig(mu=[0.5, 0.6], d=40, batch=5, steps=4)
+    assert set(cfg.options()) == {"engine", "noise_term", "stop_on_escape"}
+    assert not set(cfg.options()) & set(cfg.physics())
+    # the ODE's noise term changes nothing for the stochastic engines
+    assert cfg.key() == cfg.replace(noise_term=False).key()
+    ode = cfg.replace(engine="ode")
+    assert ode.key() != cfg.key() and ode.key() != ode.replace(noise_term=False).key()
+    assert cfg.key() != cfg.replace(stop_on_escape=True).key()
+    assert cfg.key() != cfg.replace(lr=0.2).key()
+    assert TwoLayerConfig.from_json(cfg.to_json()) == cfg
+
+
+def test_twolayer_result_round_trips_from_its_attrs():
+    from loradyn.twolayer import TwoLayerConfig
+    from loradyn.twolayer import simulate as tl_simulate
+
+    cfg = TwoLayerConfig(mu=[0.5, 0.6], rank=1, ranks=[1, 2], d=40, batch=5, steps=4,
+                         record_every=2, seeds=2)
+    ds = tl_simulate(cfg)
+    assert TwoLayerConfig.from_json(ds.attrs["config"]) == cfg
+    assert ds["diverged"].dtype == bool
+    # the old calling convention (ranks and engine outside the config) is kept
+    ds2 = tl_simulate(cfg.replace(ranks=None), [1, 2], "reduced")
+    assert TwoLayerConfig.from_json(ds2.attrs["config"]) == cfg

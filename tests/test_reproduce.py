@@ -321,8 +321,8 @@ def test_rerun_reuses_finished_simulations(tmp_path, monkeypatch):
 
     out = tmp_path / "rep"
     first = reproduce(out, scale="test", only="fig9", progress=False)
-    cached = sorted((out / "cache").rglob("*.nc"))
-    assert cached, "no simulation was stored in the run's cache"
+    cached = sorted((out / "data" / "results").glob("*.nc"))
+    assert cached, "no simulation was stored in the run's store (OUT/data/results)"
     before = tmp_path / "fig9_first.nc"
     before.write_bytes((out / "data" / "fig9_he3.nc").read_bytes())
 
@@ -340,6 +340,31 @@ def test_rerun_reuses_finished_simulations(tmp_path, monkeypatch):
 
     with xr.open_dataset(out / "data" / "fig9_he3.nc") as a, xr.open_dataset(before) as b:
         xr.testing.assert_identical(a.load(), b.load())
+
+
+def test_an_older_output_keeps_its_cache_store(tmp_path, monkeypatch):
+    """An output made when the store lived in OUT/cache is reused in place, by a rerun and
+    by --from-data (the store now lives in OUT/data, next to the figures' data files)."""
+    from loradyn import engines
+    from loradyn.reproduce import _common
+
+    out = tmp_path / "old"
+    first = reproduce(out, scale="test", only="fig9", progress=False)
+    (out / "cache").mkdir()
+    (out / "data" / "results").rename(out / "cache" / "results")  # the old layout
+    monkeypatch.setattr(_common, "_SIM_CACHE", {})
+
+    def fail(*args, **kwargs):
+        raise AssertionError("simulated again although the result was in OUT/cache")
+
+    monkeypatch.setattr(engines, "simulate", fail)
+    again = reproduce(out, scale="test", only="fig9", progress=False)
+    assert [i.status for i in again.items] == ["done"]
+    assert not (out / "data" / "results").exists()
+    rebuilt = reproduce(tmp_path / "new", scale="test", only="fig9", progress=False,
+                        from_data=out)
+    assert [i.status for i in rebuilt.items] == ["done"]
+    assert [c.measured for c in rebuilt.claims] == [c.measured for c in first.claims]
 
 
 def test_every_registered_figure_runs_at_test_scale(tmp_path):

@@ -37,7 +37,7 @@ def _data(out: Path) -> dict[str, xr.Dataset]:
 
 
 def _results(out: Path) -> list[str]:
-    return sorted(p.name for p in (out / "cache" / "results").iterdir())
+    return sorted(p.name for p in (out / "data" / "results").iterdir())
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,7 @@ def test_sigkill_then_rerun_stores_every_simulation_once(serial, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    results = out / "cache" / "results"
+    results = out / "data" / "results"
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
         if results.is_dir() and any(p.suffix == ".nc" for p in results.iterdir()):

@@ -216,7 +216,7 @@ def test_reproduce_cache_heals_a_corrupt_result_and_follows_the_code(tmp_path, m
 
     out = tmp_path / "rep"
     reproduce(out, scale="test", only="fig9", progress=False)
-    cached = sorted((out / "cache" / "results").glob("*.nc"))
+    cached = sorted((out / "data" / "results").glob("*.nc"))
     assert cached
     cached[0].write_bytes(b"garbage")
     monkeypatch.setattr(_common, "_SIM_CACHE", {})

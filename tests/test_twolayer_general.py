@@ -130,9 +130,12 @@ def test_loss_and_noise_matrix_match_monte_carlo(act, teacher, label):
 
 
 def test_generic_finite_step_term_converges_to_the_exact_ones():
-    """The conditional quadrature used for other activations approaches the erf identity and
-    the relu closed form as its nodes grow."""
+    """The conditional rule used for other activations against the erf identity and the relu
+    closed form (K = 2: diagonal and off-diagonal outer rules): the fast tier (the ODE's) is
+    ~1-2% accurate and improves with its nodes; the accurate tier (panelled, kink-split) is
+    within 5e-6 relative."""
     from loradyn.twolayer.moments import (
+        ACCURATE,
         joint_covariance,
         noise_conditional,
         noise_erf,
@@ -143,11 +146,39 @@ def test_generic_finite_step_term_converges_to_the_exact_ones():
     rng = np.random.default_rng(6)
     _, _, st = _state(rng, 2, 2, scale=0.5)
     S = joint_covariance(*covariances(np.array([0.3, 0.8]), st.A, st.M, st.C))
-    for act, exact in (("erf", noise_erf(S, 1.0)), ("relu", noise_relu(S, 1.0, nodes=16))):
-        err = [np.max(np.abs(noise_conditional(S, student_fn(act), target_fn(act), 1.0,
-                                                outer=o, inner=i) / exact - 1))
+    for act, exact in (("erf", noise_erf(S, 1.0)), ("relu", noise_relu(S, 1.0, nodes=48))):
+        f, t = student_fn(act), target_fn(act)
+        err = [np.max(np.abs(noise_conditional(S, f, t, 1.0, outer=o, inner=i) / exact - 1))
                for o, i in ((16, 8), (32, 16))]
         assert err[1] < 0.01 and err[1] < err[0] / 2, (act, err)
+        acc = np.max(np.abs(noise_conditional(S, f, t, 1.0, **ACCURATE) / exact - 1))
+        assert acc < 5e-6, (act, acc)
+
+
+@pytest.mark.parametrize("act,label", [("tanh", "identity"), ("sigmoid", "identity"),
+                                       ("relu", "square"), ("he2+he3", "identity")])
+def test_accurate_finite_step_term_converges_geometrically(act, label):
+    """No exact form: the accurate tier against a much finer rule of the same family
+    (12 nodes per panel inside and out): within 1e-6 relative, and 4 nodes are worse."""
+    from loradyn.twolayer.moments import (
+        ACCURATE,
+        joint_covariance,
+        noise_conditional,
+        target_fn,
+    )
+
+    rng = np.random.default_rng(11)
+    _, _, st = _state(rng, 1, 1, scale=0.6)
+    S = joint_covariance(*covariances(np.array([0.4]), st.A, st.M, st.C))
+    f, t = student_fn(act), target_fn(act, label)
+    ref = noise_conditional(S, f, t, 1.0, **dict(ACCURATE, outer=12, inner=12))
+    acc = np.max(np.abs(noise_conditional(S, f, t, 1.0, **ACCURATE) / ref - 1))
+    coarse = np.max(np.abs(noise_conditional(S, f, t, 1.0, **dict(ACCURATE, outer=4, inner=4))
+                           / ref - 1))
+    assert acc < 1e-6 and (acc < coarse or coarse < 1e-12), (acc, coarse)
+    via = noise_matrix(np.array([0.4]), st.A, st.M, st.C, activation=act, label=label,
+                       method="accurate")
+    np.testing.assert_allclose(via, noise_conditional(S, f, t, 1.0, **ACCURATE), rtol=1e-12)
 
 
 def test_erf_finite_step_identity_equals_4d_quadrature():

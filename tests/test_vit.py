@@ -18,8 +18,15 @@ pytest.importorskip("peft")
 pytest.importorskip("sklearn")
 
 from loradyn.errors import LoradynError  # noqa: E402
+from loradyn.store import code_hash  # noqa: E402
 from loradyn.vit import train as T  # noqa: E402
-from loradyn.vit.config import DataSpec, ExperimentConfig, LoraSpec, ViTSpec  # noqa: E402
+from loradyn.vit.config import (  # noqa: E402
+    DataSpec,
+    ExperimentConfig,
+    LoraSpec,
+    ViTSpec,
+    finetune_key,
+)
 from loradyn.vit.model import add_lora, build_vit, check_trainable  # noqa: E402
 from loradyn.vit.presets import PRESETS, SCALES, get_preset  # noqa: E402
 from loradyn.vit.table import decoupling, table_html  # noqa: E402
@@ -65,10 +72,17 @@ def test_digits_end_to_end_and_rerun_skips(tmp_path, monkeypatch):
     # the table's source accuracy is the mean over the seeds' checkpoints
     want = 50 * (h0["test_acc"].sel(epoch=3) + h1["test_acc"].sel(epoch=3))
     assert float(rows[1]["source_acc_mean"]) == pytest.approx(float(want), abs=0.006)
-    ds = T._load_nc(T.finetune_path(tmp_path, 1, 3, 1))
+    # the fine-tune results live in the run directory's result store, keyed by finetune_key
+    ds = T._load_nc(T.finetune_result_path(tmp_path, cfg, 3, 1, "cpu"))
+    assert sorted(p.name for p in (tmp_path / "results").glob("*.nc")) == sorted(
+        f"{finetune_key(cfg, c, s, 'cpu')}.nc" for c in (1, 3) for s in (0, 1))
+    assert not list((tmp_path / "finetune").glob("*.nc"))
     assert ds.attrs["head_reinit"] == 0  # digits -> shifted digits keeps the label space
     assert ds.attrs["trainable_lora"] > 0 and ds.attrs["trainable_head"] > 0
     assert ds["test_acc"].sizes["epoch"] == 4
+    # the one key and the code hash, as every result of the store records them
+    assert ds.attrs["result_key"] == finetune_key(cfg, 3, 1, "cpu")
+    assert ds.attrs["code_hash"] == code_hash()
     assert not list(tmp_path.rglob("*.state.pt")) and not list(tmp_path.rglob("state.pt"))
     html = table_html(res.rows, cfg.report_epochs)
     assert html.startswith("<table") and "&plusmn;" in html
@@ -124,8 +138,8 @@ def test_interrupted_run_resumes_bit_for_bit(tmp_path, monkeypatch):
     assert count["n"] == 4 - 1  # 2nd fine-tune: epochs 2..4 (epoch 1 was saved)
     assert res.rows == ref.rows
     for c in cfg.pretrain.checkpoints:
-        a = T._load_nc(T.finetune_path(tmp_path / "ref", 0, c, 0))
-        b = T._load_nc(T.finetune_path(out, 0, c, 0))
+        a = T._load_nc(T.finetune_result_path(tmp_path / "ref", cfg, c, 0, "cpu"))
+        b = T._load_nc(T.finetune_result_path(out, cfg, c, 0, "cpu"))
         np.testing.assert_array_equal(a["test_loss"].values, b["test_loss"].values)
 
 
@@ -227,6 +241,30 @@ def test_head_reinit_rules_and_frozen_backbone(tmp_path):
     assert ds.attrs["source_acc"] == ck["source_acc"]
     with pytest.raises(LoradynError, match="not one of the pre-training checkpoints"):
         T.finetune(cfg, tmp_path / "auto", 7, 0, device="cpu")
+
+
+def test_vit_keys_come_from_the_one_hash():
+    from loradyn.params import content_hash
+    from loradyn.sweep.spec import task_key
+    from loradyn.vit.config import finetune_key
+    from loradyn.vit.sweep import key as vit_key
+
+    cfg = get_preset("digits-shifted", "smoke")
+    d = cfg.to_dict()
+    for k in ("seeds", "report_epochs", "scale", "name"):
+        d.pop(k)
+    assert cfg.work_key() == content_hash({"class": "ExperimentConfig", "config": d})
+    # seeds and reports do not name the trained models
+    assert cfg.with_seeds((7,)).work_key() == cfg.work_key()
+    ck = cfg.pretrain.checkpoints[0]
+    params = {"preset": "digits-shifted", "scale": "smoke", "run_dir": "a", "checkpoint": ck,
+              "seed": 1, "device": "cpu"}
+    k = vit_key(params, "torch")
+    assert k == finetune_key(cfg, ck, 1, "cpu") == task_key("vit", "torch", params)
+    # where the run lives changes no number; the seed and the device do
+    assert vit_key({**params, "run_dir": "b", "data_dir": "/x"}, "torch") == k
+    assert vit_key({**params, "seed": 2}, "torch") != k
+    assert vit_key({**params, "device": "cuda"}, "torch") != k
 
 
 def test_presets_and_config_roundtrip():
@@ -338,3 +376,79 @@ def test_torch_threads_policy():
         with pytest.raises(LoradynError, match="threads"), T.torch_threads(bad, "cpu"):
             pass
     assert torch.get_num_threads() == old
+
+
+def _count_training(monkeypatch):
+    """Count the training epochs run from now on (``_train_epoch`` calls)."""
+    real = T._train_epoch
+    count = {"n": 0}
+
+    def counted(*a, **kw):
+        count["n"] += 1
+        return real(*a, **kw)
+
+    monkeypatch.setattr(T, "_train_epoch", counted)
+    return count
+
+
+def _made_by_other_code(path):
+    """Rewrite a stored result as if another version of the numerical code had made it."""
+    from loradyn.io import save_netcdf
+
+    ds = T._load_nc(path)
+    ds.attrs["code_hash"] = "0" * 16
+    save_netcdf(ds, path)
+
+
+def test_finetune_store_reuses_recomputes_other_code_and_heals(tmp_path, monkeypatch):
+    """A stored fine-tune is served without training; one made by other code is
+    recomputed unless reuse_other_code; a corrupt one is set aside and redone."""
+    from loradyn.vit.rundir import CorruptFileWarning
+    from loradyn.vit.table import write_table
+
+    cfg = tiny(seeds=(0,), pt_epochs=1, ft_epochs=2)
+    out = tmp_path / "run"
+    T.pretrain(cfg, out, 0, device="cpu")
+    count = _count_training(monkeypatch)
+    first = T.finetune(cfg, out, 1, 0, device="cpu")
+    assert count["n"] == 2
+    path = T.finetune_result_path(out, cfg, 1, 0, "cpu")
+    assert path == out / "results" / f"{finetune_key(cfg, 1, 0, 'cpu')}.nc"
+    stamp = path.stat().st_mtime_ns
+    # finished: served from the store, nothing trained or rewritten
+    again = T.finetune(cfg, out, 1, 0, device="cpu")
+    assert count["n"] == 2 and path.stat().st_mtime_ns == stamp
+    np.testing.assert_array_equal(again["test_acc"].values, first["test_acc"].values)
+    assert T.finetune_all(cfg, out, (1,), (0,), device="cpu") == [path]
+    assert count["n"] == 2
+
+    # made by other code: the table counts it as unfinished, the flag keeps it
+    _made_by_other_code(path)
+    with pytest.raises(LoradynError, match="other number-computing code.*--reuse-other-code"):
+        write_table(out, seeds=(0,))
+    _, rows = write_table(out, seeds=(0,), reuse_other_code=True)
+    assert rows[0]["ft_acc_at_2_mean"] == pytest.approx(100 * float(first["test_acc"][-1]))
+    kept = T.finetune(cfg, out, 1, 0, device="cpu", reuse_other_code=True)
+    assert count["n"] == 2 and kept.attrs["code_hash"] == "0" * 16
+    # ... and without the flag it is recomputed (same numbers: the code did not change)
+    redone = T.finetune(cfg, out, 1, 0, device="cpu")
+    assert count["n"] == 4 and redone.attrs["code_hash"] == code_hash()
+    assert T._load_nc(path).attrs["code_hash"] == code_hash()
+    np.testing.assert_array_equal(redone["test_acc"].values, first["test_acc"].values)
+
+    # corrupt: moved to out/corrupt with one warning, redone
+    path.write_bytes(b"CDF\x01 truncated")
+    with pytest.warns(CorruptFileWarning, match=path.name):
+        healed = T.finetune(cfg, out, 1, 0, device="cpu")
+    assert count["n"] == 6 and (out / "corrupt" / path.name).exists()
+    np.testing.assert_array_equal(healed["test_acc"].values, first["test_acc"].values)
+
+    # an older run directory (finetune/p<P>_ckpt<EEE>_seed<S>.nc) is still read; a result
+    # of this code found there is adopted into the store without training
+    legacy = T.finetune_path(out, 0, 1, 0)
+    legacy.parent.mkdir(exist_ok=True)
+    path.replace(legacy)
+    _, rows2 = write_table(out, seeds=(0,))
+    assert rows2 == rows
+    T.finetune(cfg, out, 1, 0, device="cpu")
+    assert count["n"] == 6 and path.exists() and legacy.exists()

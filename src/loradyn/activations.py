@@ -262,6 +262,12 @@ def unregister_activation(name: str) -> None:
     _REGISTRY.pop(key, None)
 
 
+def registered_activation(name: str) -> Activation | None:
+    """The activation registered under exactly ``name`` (built-in or by
+    :func:`register_activation`), or ``None``: no alias, Hermite name or sum is parsed."""
+    return _REGISTRY.get(name)
+
+
 def available_activations() -> list[str]:
     """Names accepted by :func:`get_activation` (Hermite families shown as patterns)."""
     return sorted(_REGISTRY) + ["x", "heK (K=1..30)", "heK-norm", "sums like he2+he3"]

@@ -33,19 +33,16 @@ what to change.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import params as _params
 from .activations import get_activation, get_label
-from .errors import LoradynError, as_float, check_mu
-from .params import EXECUTION, param, validate
+from .errors import LoradynError, as_float, mu_tuple
+from .params import EXECUTION, Declared, param, validate
 
 if TYPE_CHECKING:  # pragma: no cover
     from .population import Problem
@@ -103,18 +100,7 @@ def _label_name(name: object, what: str) -> str:
 
 
 def _mu_tuple(mu: object) -> tuple[float, ...]:
-    if isinstance(mu, str):
-        raise LoradynError(f"mu = {mu!r} is not a number: give mu in [0, 1] or a list of them")
-    try:
-        arr = np.atleast_1d(np.asarray(mu, dtype=float))
-    except (TypeError, ValueError):
-        raise LoradynError(f"mu = {mu!r} is not a number: give mu in [0, 1] or a list") from None
-    if arr.ndim != 1:
-        raise LoradynError("mu must be a number or a flat list of numbers in [0, 1]")
-    check_mu(arr)
-    if len(set(arr.tolist())) != arr.size:
-        raise LoradynError("mu contains a repeated value: give each mu once")
-    return tuple(float(v) for v in arr)
+    return mu_tuple(mu, distinct=True)
 
 
 def _parse_mu(text: str) -> tuple[float, ...]:
@@ -161,9 +147,10 @@ def _check_record_every(value: object, cfg: Any) -> int:
     return _int("record_every", re, 1)
 
 
-def _resolve_device(value: str | None) -> str:
-    """The torch device that will run: ``value``, or cuda when available, else cpu."""
-    if value:
+def resolve_device_name(value: str | None) -> str:
+    """The torch device that will run: ``value``, or (``None``/``auto``) cuda when
+    available, else cpu. Used to resolve a device before it is hashed."""
+    if value and str(value) != "auto":
         return str(value)
     try:
         import torch
@@ -182,7 +169,7 @@ def linear_coefficient(name: str) -> float | None:
 
 
 @dataclass(frozen=True)
-class RunConfig:
+class RunConfig(Declared):
     r"""Configuration of one simulation run (several ``mu`` and seeds).
 
     Parameters
@@ -322,7 +309,7 @@ class RunConfig:
                                check=lambda v, c: str(v).strip().lower() or None
                                if v is not None else None,
                                applies=lambda c: c.engine == "dense" and c.backend == "torch",
-                               resolve=lambda v, c: _resolve_device(v))
+                               resolve=lambda v, c: resolve_device_name(v))
     teacher_direction: str = param("e1", "Dense engine: teacher w* = e1 or a random unit "
                                    "vector.", kind="str", role=EXECUTION, choices=DIRECTIONS,
                                    applies=lambda c: c.engine == "dense")
@@ -396,58 +383,6 @@ class RunConfig:
             self.teacher, self.student, label=label or self.label, loss=self.loss, nodes=self.nodes
         )
 
-    # ------------------------------------------------------------------ serialization
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-friendly dict of every field (``mu`` as a list)."""
-        return _params.to_dict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
-        """Rebuild a config from :meth:`to_dict` output (unknown keys are an error)."""
-        return _params.from_dict(cls, data)
-
-    def to_json(self) -> str:
-        """Canonical JSON (sorted keys, compact): the same run gives the same string."""
-        return _params.canonical_json(self.to_dict())
-
-    @classmethod
-    def from_json(cls, text: str) -> RunConfig:
-        """Inverse of :meth:`to_json`."""
-        try:
-            data = json.loads(text)
-        except (TypeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise LoradynError(f"configuration is not valid JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise LoradynError("configuration JSON must be an object")
-        return cls.from_dict(data)
-
-    def physics(self) -> dict[str, Any]:
-        """The fields that say what is computed (see :mod:`loradyn.params`)."""
-        return _params.physics(self)
-
-    def options(self) -> dict[str, Any]:
-        """The execution options (engine, backend, device, ...), as given."""
-        return _params.execution_options(self)
-
-    def hash_dict(self) -> dict[str, Any]:
-        """What determines the numbers: physics plus the applying, resolved options."""
-        return _params.hash_dict(self)
-
-    def key(self) -> str:
-        """A stable 16-hex-digit key of what determines the numbers of this run.
-
-        The sha256 of the canonical JSON of :meth:`hash_dict`: execution options that
-        cannot change the result (``backend`` for the reduced engine, ...) are left out and
-        those that can are resolved first (``device=None`` -> ``cuda`` or ``cpu``,
-        ``sampler='auto'`` -> ``gram`` or ``samples``), so one key names one result.
-        """
-        return _params.config_key(self)
-
-    def hash(self) -> str:
-        """Alias of :meth:`key`."""
-        return self.key()
-
     def resolved_sampler(self) -> str:
         """The reduced engine's sampler: ``auto`` becomes ``gram`` when it is exact (linear
         teacher and student, identity labels in every stage), else ``samples``."""
@@ -467,10 +402,6 @@ class RunConfig:
             return False
         return (linear_coefficient(self.teacher) is not None
                 and linear_coefficient(self.student) is not None)
-
-    def replace(self, **changes: Any) -> RunConfig:
-        """A copy with some fields changed (validated again)."""
-        return dataclasses.replace(self, **changes)
 
     def with_mu(self, mu: float | Iterable[float]) -> RunConfig:
         """A copy with other ``mu`` values."""

@@ -42,6 +42,26 @@ def check_mu(mu: object, *, allow_zero: bool = True) -> None:
         raise LoradynError(f"mu = {bad.ravel()[0]:g} is outside {rng}: choose mu in {rng}")
 
 
+def mu_tuple(mu: object, *, distinct: bool = False,
+             shape: str = "a number or a flat list of numbers in [0, 1]") -> tuple[float, ...]:
+    """``mu`` (a number or a flat list) as a tuple of floats in [0, 1] (:func:`check_mu`);
+    ``distinct`` refuses a repeated value; ``shape`` says what was expected."""
+    import numpy as np
+
+    if isinstance(mu, str):
+        raise LoradynError(f"mu = {mu!r} is not a number: give {shape}")
+    try:
+        arr = np.atleast_1d(np.asarray(mu, dtype=float))
+    except (TypeError, ValueError):
+        raise LoradynError(f"mu = {mu!r} is not a number: give {shape}") from None
+    if arr.ndim != 1:
+        raise LoradynError(f"mu must be {shape}")
+    check_mu(arr)
+    if distinct and len(set(arr.tolist())) != arr.size:
+        raise LoradynError("mu contains a repeated value: give each mu once")
+    return tuple(float(v) for v in arr)
+
+
 def check_positive(name: str, value: float, *, strict: bool = True) -> None:
     """Raise :class:`LoradynError` unless ``value`` is positive (non-negative if not strict)."""
     import math

@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import LoradynError
+from .errors import LoradynError, as_int
 
 PHYSICS = "physics"
 EXECUTION = "execution"
@@ -55,16 +55,20 @@ KEY_LENGTH = 16  # hex characters of the sha256 kept in a config key
 __all__ = [
     "EXECUTION",
     "PHYSICS",
+    "Declared",
     "Param",
     "canonical_json",
     "check_value",
     "cli_command",
     "config_key",
+    "content_hash",
     "declared",
     "execution_options",
     "from_dict",
     "hash_dict",
     "param",
+    "parse_floats",
+    "parse_ints",
     "physics",
     "to_dict",
     "typer_parameters",
@@ -248,11 +252,81 @@ def hash_dict(obj: Any) -> dict[str, Any]:
     return out
 
 
+def content_hash(obj: Any, length: int = KEY_LENGTH) -> str:
+    """The one hash of loradyn: sha256 (first ``length`` hex digits) of
+    :func:`canonical_json` of ``obj``. Config keys (:func:`config_key`), sweep task keys
+    (:func:`loradyn.sweep.spec.task_key`) and ViT experiment keys
+    (:meth:`loradyn.vit.config.ExperimentConfig.work_key`) are all made by it."""
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:length]
+
+
 def config_key(obj: Any, length: int = KEY_LENGTH) -> str:
-    """sha256 (first ``length`` hex digits) of the canonical JSON of :func:`hash_dict`,
-    prefixed by the class name so that two kinds of config never share a key."""
-    text = canonical_json({"class": type(obj).__name__, "config": hash_dict(obj)})
-    return hashlib.sha256(text.encode()).hexdigest()[:length]
+    """:func:`content_hash` of :func:`hash_dict`, prefixed by the class name so that two
+    kinds of config never share a key."""
+    return content_hash({"class": type(obj).__name__, "config": hash_dict(obj)}, length)
+
+
+class Declared:
+    """Mixin of a declared config class: the methods every config gets from its declaration.
+
+    A frozen dataclass whose fields are made by :func:`param` and which inherits this mixin
+    has :meth:`to_dict`/:meth:`from_dict`, :meth:`to_json`/:meth:`from_json` (canonical
+    JSON), :meth:`physics`, :meth:`options`, :meth:`hash_dict`, :meth:`key` and
+    :meth:`replace`, all derived from the field declarations (no second list of fields).
+    """
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly dict of every declared field (tuples as lists)."""
+        return to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Any:
+        """Rebuild a config from :meth:`to_dict` output (an unknown key is an error)."""
+        return from_dict(cls, data)
+
+    def to_json(self) -> str:
+        """Canonical JSON (sorted keys, compact): the same config gives the same string."""
+        return canonical_json(self.to_dict())
+
+    @classmethod
+    def from_json(cls, text: str) -> Any:
+        """Inverse of :meth:`to_json` (also reads a result's ``attrs["config"]``)."""
+        try:
+            data = json.loads(text)
+        except (TypeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise LoradynError(f"configuration is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise LoradynError("configuration JSON must be an object")
+        return cls.from_dict(data)
+
+    def physics(self) -> dict[str, Any]:
+        """The fields that say what is computed."""
+        return physics(self)
+
+    def options(self) -> dict[str, Any]:
+        """The execution options (how it is computed), as given."""
+        return execution_options(self)
+
+    def hash_dict(self) -> dict[str, Any]:
+        """What determines the numbers: physics plus the applying, resolved options."""
+        return hash_dict(self)
+
+    def key(self) -> str:
+        """A stable 16-hex-digit key of what determines the numbers (:func:`config_key`).
+
+        Execution options that cannot change the result are left out and those that can
+        are resolved first (``device=None`` -> ``cuda`` or ``cpu``), so one key names one
+        result.
+        """
+        return config_key(self)
+
+    def hash(self) -> str:
+        """Alias of :meth:`key`."""
+        return self.key()
+
+    def replace(self, **changes: Any) -> Any:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
 
 
 # ---------------------------------------------------------------------------- sweep files
@@ -313,6 +387,30 @@ def check_value(cls: type, key: str, value: Any) -> Any:
 # ---------------------------------------------------------------------------- CLI
 
 
+def parse_floats(text: str, what: str) -> list[float]:
+    """A CLI comma list of numbers (``"0.5,0.8"``); a one-line error names ``what``."""
+    try:
+        vals = [float(t) for t in str(text).replace(" ", "").split(",") if t]
+    except ValueError:
+        raise LoradynError(
+            f"{what} = {text!r} is not a comma list of numbers, e.g. 0.5,0.8"
+        ) from None
+    if not vals:
+        raise LoradynError(f"{what} is empty: give a comma list, e.g. 0.5,0.8")
+    return vals
+
+
+def parse_ints(text: str, what: str) -> list[int]:
+    """A CLI comma list of integers >= 1 below 2^31 (``"1,2,4"``)."""
+    vals = parse_floats(text, what)
+    try:
+        return [as_int(what, v, lo=1, hi=2**31 - 1) for v in vals]
+    except LoradynError:
+        raise LoradynError(
+            f"{what} = {text!r} is invalid: give integers >= 1 (below 2^31), e.g. 1,2,4"
+        ) from None
+
+
 _CLI_TYPES: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool,
                                "floats": str, "any": str}
 
@@ -326,8 +424,9 @@ def typer_parameters(
     """One keyword :class:`inspect.Parameter` with a ``typer.Option`` per declared field.
 
     ``overrides[name]`` may set ``default`` (e.g. ``...`` for a required option),
-    ``names`` (the option names) or ``help``. Fields in ``skip`` get no option (the
-    command must then set them itself).
+    ``names`` (the option names), ``help`` or ``type`` (the option's Python type, e.g.
+    ``str`` for an integer option that also takes a comma list). Fields in ``skip`` get no
+    option (the command must then set them itself).
     """
     import typer
 
@@ -339,7 +438,7 @@ def typer_parameters(
         o = dict(overrides.get(f.name, {}))
         flag = "--" + f.name.replace("_", "-")
         names = tuple(o.get("names", (flag, *s.cli)))
-        typ = _CLI_TYPES[s.kind]
+        typ = o.get("type", _CLI_TYPES[s.kind])
         default = o.get("default", f.default)
         text = o.get("help", s.cli_help or s.help)
         if s.choices:

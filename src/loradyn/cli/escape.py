@@ -17,7 +17,7 @@ from ..config import RunConfig
 from ..escape import QUANTILE_NAMES, escape_distribution
 from ..params import cli_command, declared
 from ._app import app
-from .theory import _check_format, _emit
+from ._outputs import check_format, emit_rows
 
 _KEEP = ("teacher", "student", "label", "loss", "mu", "d", "lr", "batch", "u0", "m0")
 _SKIP = tuple(f.name for f, _ in declared(RunConfig) if f.name not in _KEEP)
@@ -30,7 +30,7 @@ def _escape_body(fields: dict, radius: float, fmt: str) -> None:
     discrete Ornstein-Uhlenbeck sum, and the nonlinear exit along the population flow
     (docs/theory.md section 12). --m0 unset means w0 uniform on the sphere.
     """
-    f = _check_format(fmt)
+    f = check_format(fmt)
     res = escape_distribution(
         fields["teacher"], fields["mu"], student=fields["student"], label=fields["label"],
         loss=fields["loss"], d=fields["d"], lr=fields["lr"], batch=fields["batch"],
@@ -45,7 +45,7 @@ def _escape_body(fields: dict, radius: float, fmt: str) -> None:
     meta["units"] = "SGD steps"
     title = (f"escape step: {res.config['problem']}, d = {res.config['d']}, "
              f"lr = {res.config['lr']:g}, batch = {res.config['batch']}")
-    _emit(rows, cols, f, title, meta)
+    emit_rows(rows, cols, f, title, meta)
     if f == "table" and not all(res.in_regime):
         print("note: rows with in_regime = no lie outside the validated regime "
               "(lr d / batch <= 1 and a mean flow that reaches the radius)", file=sys.stderr)

@@ -22,7 +22,7 @@ def reproduce_cmd(
         None, "--scheduler", help="Run the simulations on the Dask scheduler at ADDRESS."
     ),
     store: str | None = typer.Option(
-        None, "--store", help="Result store of the simulations (default OUT/cache; a sweep "
+        None, "--store", help="Result store of the simulations (default OUT/data; a sweep "
         "directory shares its results)."
     ),
     reuse_other_code: bool = typer.Option(
@@ -31,7 +31,7 @@ def reproduce_cmd(
     ),
     from_data: str | None = typer.Option(
         None, "--from-data", help="Rebuild figures, claims and report from the stored "
-        "simulations of the reproduction in DIR, simulating nothing."
+        "simulations of the reproduction in DIR (DIR/data), simulating nothing."
     ),
 ) -> None:
     """Reproduce the paper's figures into OUT: PNG/PDF, data, claims.csv and index.html."""

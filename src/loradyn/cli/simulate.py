@@ -16,10 +16,10 @@ import warnings
 import typer
 
 from ..config import RunConfig
-from ..errors import LoradynError
-from ..io import check_outputs, memory_errors, write_errors
+from ..io import check_outputs, memory_errors
 from ..params import cli_command
 from ._app import app
+from ._outputs import check_format, output_parameters, write_outputs
 
 FORMATS = ("table", "json")
 
@@ -47,9 +47,7 @@ def _simulate_body(
     from ..engines import DivergenceWarning, runs_json, simulate
     from ..engines.results import plot_run, save_netcdf, summary_rows
 
-    f = fmt.strip().lower()
-    if f not in FORMATS:
-        raise LoradynError(f"unknown format {fmt!r}: choose table or json")
+    f = check_format(fmt, FORMATS)
     check_outputs({"--out": out}, plots={"--plot": plot})  # before the run, not after it
     if misaligned:
         fields["pretraining"] = "misaligned"
@@ -61,13 +59,7 @@ def _simulate_body(
     for w in caught:
         if issubclass(w.category, DivergenceWarning):
             print(f"warning: {w.message}", file=sys.stderr)
-    if out is not None:
-        with write_errors(out, "--out", "the dataset was not saved"):
-            save_netcdf(ds, out)
-    if plot is not None:
-        kept = f"the dataset is in {out}" if out is not None else "the dataset was not saved"
-        with write_errors(plot, "--plot", kept):
-            plot_run(ds, plot)
+    write_outputs(ds, out, plot, save_netcdf, plot_run)
     if f == "json":
         sys.stdout.write(json.dumps(runs_json(ds)) + "\n")
         return
@@ -130,14 +122,7 @@ _EXTRA = [
     inspect.Parameter("misaligned", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
                       default=typer.Option(False, "--misaligned",
                                            help="Same as --pretraining misaligned.")),
-    inspect.Parameter("out", inspect.Parameter.KEYWORD_ONLY, annotation=str | None,
-                      default=typer.Option(None, "--out", "-o",
-                                           help="Write the dataset to this netCDF file.")),
-    inspect.Parameter("fmt", inspect.Parameter.KEYWORD_ONLY, annotation=str,
-                      default=typer.Option("table", "--format", "-f", help="table or json.")),
-    inspect.Parameter("plot", inspect.Parameter.KEYWORD_ONLY, annotation=str | None,
-                      default=typer.Option(None, "--plot",
-                                           help="Write a PNG of |m|(t) and the test MSE.")),
+    *output_parameters("Write a PNG of |m|(t) and the test MSE.", FORMATS),
 ]
 
 simulate_cmd = app.command("simulate")(

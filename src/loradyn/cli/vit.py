@@ -38,6 +38,9 @@ DEVICE = typer.Option("auto", "--device", help="auto | cpu | cuda")
 AMP = typer.Option(None, "--amp/--no-amp", help="bf16 autocast (default: on with cuda)")
 THREADS = typer.Option(0, "--threads",
                        help="torch CPU threads (0: automatic, 1 on a CPU; see docs/vit.md)")
+REUSE = typer.Option(False, "--reuse-other-code",
+                     help="Serve stored fine-tune results made by another version of the "
+                          "number-computing code instead of recomputing them.")
 
 
 def _requires_torch() -> None:
@@ -139,7 +142,7 @@ def run_cmd(
     preset: str = PRESET, scale: str = SCALE, config: Path = CONFIG,
     seeds: str = typer.Option(None, "--seeds", help="comma-separated seeds, e.g. 0,1,2"),
     out: str = OUT, data_dir: Path = DATA, download: bool = DOWNLOAD, device: str = DEVICE,
-    amp: bool = AMP, threads: int = THREADS,
+    amp: bool = AMP, threads: int = THREADS, reuse_other_code: bool = REUSE,
 ) -> None:
     """Whole protocol: pre-training, checkpoints, every (checkpoint, seed) LoRA fine-tune,
     DIR/table.csv and DIR/figure.png. A rerun skips finished work."""
@@ -150,7 +153,8 @@ def run_cmd(
     cfg = _config(preset, scale, config, seeds)
     with _bar(f"vit {cfg.name} ({cfg.scale})", threads) as update:
         res = run_experiment(cfg, out, data_dir=data_dir, download=download, device=device,
-                             amp=amp, progress=update, threads=threads)
+                             amp=amp, progress=update, threads=threads,
+                             reuse_other_code=reuse_other_code)
     typer.echo(res.table.read_text().rstrip())
     typer.echo(f"table: {res.table}")
     if res.figure:
@@ -187,7 +191,7 @@ def finetune_cmd(
     checkpoints: str = typer.Option(None, "--checkpoints", help="e.g. 2,5 (default: all)"),
     seeds: str = typer.Option(None, "--seeds", help="e.g. 0,1,2 (default: the config's)"),
     out: str = OUT, data_dir: Path = DATA, download: bool = DOWNLOAD, device: str = DEVICE,
-    amp: bool = AMP, threads: int = THREADS,
+    amp: bool = AMP, threads: int = THREADS, reuse_other_code: bool = REUSE,
 ) -> None:
     """LoRA fine-tune the given (checkpoint, seed) pairs (resumable, skips finished ones)."""
     _requires_torch()
@@ -199,7 +203,8 @@ def finetune_cmd(
     sds = _ints(seeds, "--seeds") if seeds is not None else None
     with _bar(f"finetune {cfg.name}", threads) as update, torch_threads(threads, device):
         paths = finetune_all(cfg, out, cks, sds, data_dir=data_dir, download=download,
-                             device=device, amp=amp, progress=update)
+                             device=device, amp=amp, progress=update,
+                             reuse_other_code=reuse_other_code)
     for p in paths:
         typer.echo(str(p))
 
@@ -212,6 +217,10 @@ def table_cmd(
     allow_missing: bool = typer.Option(False, "--allow-missing",
                                        help="summarize finished fine-tunes only"),
     figure: bool = typer.Option(True, "--figure/--no-figure", help="also draw DIR/figure.png"),
+    reuse_other_code: bool = typer.Option(
+        False, "--reuse-other-code",
+        help="Use fine-tune results made by another version of the number-computing code "
+             "(by default they count as unfinished)."),
 ) -> None:
     """Write DIR/table.csv (and DIR/figure.png) from the finished runs in DIR (no torch)."""
     out = _out_dir(out)
@@ -220,8 +229,11 @@ def table_cmd(
 
     sds = _ints(seeds, "--seeds") if seeds is not None else None
     with _warning_lines():
-        path, _ = write_table(out, sds, allow_missing)
+        path, _ = write_table(out, sds, allow_missing, reuse_other_code=reuse_other_code)
     typer.echo(path.read_text().rstrip())
     typer.echo(f"table: {path}")
     if figure:
-        typer.echo(f"figure: {plot_run(out, sds, allow_missing=allow_missing)}")
+        with _warning_lines():
+            fig = plot_run(out, sds, allow_missing=allow_missing,
+                           reuse_other_code=reuse_other_code)
+        typer.echo(f"figure: {fig}")

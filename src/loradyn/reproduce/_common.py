@@ -239,7 +239,9 @@ def run_task(ctx: FigureContext, kind: str, params: dict, engine: str, key: str,
 
 
 def cache_store(ctx: FigureContext):  # noqa: ANN201 - ResultStore, imported lazily
-    """The run's result store, ``OUT/cache`` (a :class:`loradyn.store.ResultStore`).
+    """The run's result store, ``OUT/data`` (a :class:`loradyn.store.ResultStore`; the
+    figures' own data files sit beside its ``results/``; an output made before the store
+    moved there keeps ``OUT/cache``, :func:`~loradyn.reproduce.registry.store_dir`).
 
     Each simulation is written atomically once it finishes, so a reproduce run that is
     killed and started again with the same ``--out`` reuses every finished simulation.
@@ -249,12 +251,11 @@ def cache_store(ctx: FigureContext):  # noqa: ANN201 - ResultStore, imported laz
     """
     from ..store import ResultStore
 
-    root = ctx.store if ctx.store is not None else ctx.out / "cache"
-    return ResultStore(root, reuse_other_code=ctx.reuse_other_code).ensure()
+    return ResultStore(ctx.store_root, reuse_other_code=ctx.reuse_other_code).ensure()
 
 
 def sim_cache_path(ctx: FigureContext, key: str) -> Path:
-    """Where a finished simulation of this run is kept: ``OUT/cache/results/<key>.nc``."""
+    """Where a finished simulation of this run is kept: ``OUT/data/results/<key>.nc``."""
     return cache_store(ctx).result_path(key)
 
 

@@ -23,7 +23,8 @@ def run_preset(ctx: FigureContext, preset: str, data_dir: Path | None = None,
     cfg = get_preset(preset, PRESET_SCALE.get(ctx.scale, "quick"))
     out = ctx.data_dir / f"vit-{preset}-{cfg.scale}"
     res = run_experiment(cfg, out, data_dir=data_dir, device="auto",
-                         progress=ctx.progress if progress else None, figure=False)
+                         progress=ctx.progress if progress else None, figure=False,
+                         reuse_other_code=ctx.reuse_other_code)
     return cfg, res
 
 
@@ -51,7 +52,8 @@ def draw(ctx: FigureContext, cfg, res, fid: str) -> list[Path]:
     """The Fig. 10-12 style figure of a finished run as ``figures/<fid>.png`` and ``.pdf``."""
     from ..vit.figures import plot_run
 
-    return [plot_run(res.out, seeds=cfg.seeds, path=ctx.figures_dir / f"{fid}.{ext}")
+    return [plot_run(res.out, seeds=cfg.seeds, path=ctx.figures_dir / f"{fid}.{ext}",
+                     reuse_other_code=ctx.reuse_other_code)
             for ext in ("png", "pdf")]
 
 

@@ -36,16 +36,32 @@ class Claim:
             raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
 
 
+STORE_DIR = "data"
+OLD_STORE_DIR = "cache"  # where earlier outputs kept the store of a reproduction
+
+
+def store_dir(out: str | Path) -> Path:
+    """The result store of a reproduction into ``out``: ``out/data`` (next to the figures'
+    own data files), or ``out/cache`` for an output made before the store moved there
+    (it has ``cache/results/`` and no ``data/results/``), so that its results are kept."""
+    out = Path(out)
+    new, old = out / STORE_DIR, out / OLD_STORE_DIR
+    if not (new / "results").is_dir() and (old / "results").is_dir():
+        return old
+    return new
+
+
 @dataclass
 class FigureContext:
     """What a figure function gets: where to write, at which scale, how to report progress.
 
     ``figures_dir`` and ``data_dir`` exist. ``progress(fraction, message)`` advances the
     progress display of this figure (fraction in [0, 1]). ``store`` is the result store
-    of the simulations (default ``out/cache``), ``reuse_other_code`` serves results of
-    other code from it, and ``submit(kind, params, engine, key)``, when set, runs a task
-    on the Dask cluster of the run and returns its stored result; ``offline`` (``reproduce
-    --from-data``) serves stored results only and simulates nothing.
+    of the simulations (default ``out/data``, :func:`store_dir`), ``reuse_other_code``
+    serves results of other code from it, and ``submit(kind, params, engine, key)``, when
+    set, runs a task on the Dask cluster of the run and returns its stored result;
+    ``offline`` (``reproduce --from-data``) serves stored results only and simulates
+    nothing.
     """
 
     out: Path
@@ -65,6 +81,11 @@ class FigureContext:
     @property
     def data_dir(self) -> Path:
         return self.out / "data"
+
+    @property
+    def store_root(self) -> Path:
+        """The folder of the run's result store (``store``, else :func:`store_dir`)."""
+        return Path(self.store) if self.store is not None else store_dir(self.out)
 
 
 @dataclass

@@ -29,7 +29,15 @@ from ..errors import LoradynError, as_int
 from ..io import atomic_write_text
 from ..progress import Progress, as_callback
 from .environment import PACKAGES, package_versions  # noqa: F401 - re-exported
-from .registry import Claim, FigureContext, FigureOutput, FigureSpec, registered
+from .registry import (
+    STORE_DIR,
+    Claim,
+    FigureContext,
+    FigureOutput,
+    FigureSpec,
+    registered,
+    store_dir,
+)
 
 SCALES = ("quick", "paper", "test")
 ENGINES = ("reduced", "dense")
@@ -190,7 +198,7 @@ def reproduce(
     """Make every figure and table, the claims table and the HTML report.
 
     Every simulation of every figure is a task of one result store
-    (:class:`loradyn.store.ResultStore`, default ``OUT/cache``), keyed by its
+    (:class:`loradyn.store.ResultStore`, default ``OUT/data``), keyed by its
     configuration's hash and the code that computes it: a rerun (after a kill, too) reuses
     every finished simulation, and a sweep (``loradyn sweep``) whose directory is given as
     ``store`` shares its results. With ``workers`` or ``scheduler`` the simulations run on
@@ -201,8 +209,10 @@ def reproduce(
     Parameters
     ----------
     out
-        Output directory; gets ``figures/``, ``data/``, ``cache/``, ``claims.csv``,
-        ``index.html`` and ``run.json``.
+        Output directory; gets ``figures/``, ``data/`` (the figures' data files and the
+        result store of the simulations, ``data/results/``), ``claims.csv``,
+        ``index.html`` and ``run.json``. An output made before the store moved to
+        ``data/`` keeps using its ``cache/``.
     scale
         ``quick`` (minutes on a laptop), ``paper`` (the paper's sizes: d = 1000, batch 500,
         1e4 steps, the paper's mu grids) or ``test`` (tiny, for the test suite).
@@ -220,13 +230,13 @@ def reproduce(
         Run the simulations on a new ``LocalCluster`` of ``workers`` processes, or on the
         Dask scheduler at ``scheduler`` (``tcp://host:8786``).
     store
-        The result store of the simulations (default ``OUT/cache``).
+        The result store of the simulations (default ``OUT/data``).
     reuse_other_code
         Serve stored results made by other number-computing code (default: recompute).
     from_data
         A finished reproduction ``DIR``: rebuild the figures, claims and report into
-        ``out`` from the simulations stored in ``DIR/cache``, simulating nothing (a
-        missing simulation is an error naming it).
+        ``out`` from the simulations stored in ``DIR/data`` (or the ``DIR/cache`` of an
+        older output), simulating nothing (a missing simulation is an error naming it).
 
     Returns
     -------
@@ -244,20 +254,22 @@ def reproduce(
     for name, val in (("--store", store), ("--from-data", from_data)):
         if val is not None and not str(val).strip():
             raise LoradynError(f"{name} is empty: give a directory")
+    store_arg = store
     if from_data is not None:
         src = Path(from_data)
-        if not (src / "cache" / "results").is_dir():
-            raise LoradynError(f"--from-data {src}: no stored simulations in {src / 'cache'}; "
-                               "give the --out of a finished reproduction")
-        if store is not None:
+        store = store_dir(src)
+        if not (store / "results").is_dir():
+            raise LoradynError(f"--from-data {src}: no stored simulations in "
+                               f"{src / STORE_DIR / 'results'}; give the --out of a finished "
+                               "reproduction")
+        if store_arg is not None:
             raise LoradynError("give either --from-data or --store, not both")
-        store = src / "cache"
     seed = check_seed(seed)
     t0 = time.perf_counter()
     import_problems = discover()
     ids = parse_only(only, extra=import_problems)
     out = prepare_out(out)
-    store_root = Path(store) if store is not None else out / "cache"
+    store_root = Path(store) if store is not None else store_dir(out)
     from ..store import ResultStore
 
     the_store = ResultStore(store_root).ensure()

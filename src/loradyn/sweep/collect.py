@@ -35,8 +35,8 @@ import numpy as np
 import xarray as xr
 
 from ..errors import LoradynError
+from ..params import canonical_json
 from .kinds import get_kind
-from .spec import canonical_json
 from .store import SPEC_FILE, SweepStore
 
 TASK_DIM = "_task"

@@ -25,6 +25,11 @@ A kind provides:
   collected dataset (for ``simulate``: ``mu -> mu``, ``seed -> seed``); see
   :func:`loradyn.sweep.collect`.
 
+A kind whose task is one declared configuration (:class:`loradyn.config.RunConfig`,
+:class:`loradyn.twolayer.TwoLayerConfig`) gets ``check_value``, ``prepare``, ``key`` and
+its parameter names from :class:`ConfigParams`, i.e. from the field declarations
+(:mod:`loradyn.params`), never from a second list.
+
 Kinds are looked up by name. Modules listed (comma separated) in the environment
 variable ``LORADYN_SWEEP_PLUGINS`` are imported before a lookup, so a kind defined
 outside loradyn can be used from the command line.
@@ -56,6 +61,66 @@ class TaskKind:
     replaces: Mapping[str, str] = field(default_factory=dict)
     description: str = ""
     key: Callable[[dict[str, Any], str], str] | None = None
+
+
+@dataclass(frozen=True)
+class ConfigParams:
+    """The task parameters of a kind whose task is one declared config class.
+
+    ``config`` returns the class (a function, so that the class may be imported lazily);
+    its declared fields are the parameters, except ``not_parameters`` (``engine``, set
+    once in ``[sweep]``), plus the ``aliases`` (``seed`` means ``seed0``). Each value is
+    checked on its own by :func:`loradyn.params.check_value` (the field's TOML kind,
+    then its value by the class itself, in the field's ``sweep_context``).
+    """
+
+    config: Callable[[], type]
+    aliases: Mapping[str, str] = field(default_factory=lambda: {"seed": "seed0"})
+    not_parameters: Mapping[str, str] = field(default_factory=lambda: {
+        "engine": 'set the engine once in [sweep], e.g. engine = "reduced"'})
+
+    def fields(self) -> list[str]:
+        """The declared field names of the config class."""
+        from ..params import declared
+
+        return [f.name for f, _ in declared(self.config())]
+
+    def names(self) -> list[str]:
+        """Keys a sweep of this kind accepts in ``[grid]`` and ``[fixed]``."""
+        return sorted((set(self.fields()) - set(self.not_parameters)) | set(self.aliases))
+
+    def check_value(self, key: str, value: Any) -> Any:
+        """Check one parameter on its own; return it coerced (``LoradynError`` if bad)."""
+        from ..params import check_value
+
+        if key in self.not_parameters:
+            raise LoradynError(f"not a task parameter: {self.not_parameters[key]}")
+        name = self.aliases.get(key, key)
+        if name not in self.fields():
+            raise LoradynError(f"unknown parameter; known: {', '.join(self.names())}")
+        return check_value(self.config(), name, value)
+
+    def build(self, params: Mapping[str, Any], engine: str) -> Any:
+        """The config of one task (aliases resolved; ``engine`` from ``[sweep]``)."""
+        params = dict(params)
+        for alias, name in self.aliases.items():
+            if alias in params:
+                if name in params:
+                    raise LoradynError(f"give {alias} or {name}, not both")
+                params[name] = params.pop(alias)
+        params["engine"] = engine
+        try:
+            return self.config()(**params)
+        except TypeError as exc:
+            raise LoradynError(f"invalid parameters: {exc}") from None
+
+    def prepare(self, params: dict[str, Any], engine: str) -> dict[str, Any]:
+        """Canonical parameters of one task: the config's ``to_dict()``."""
+        return self.build(params, engine).to_dict()
+
+    def key(self, params: dict[str, Any], engine: str) -> str:
+        """The task's content key: the config's own :meth:`~loradyn.params.Declared.key`."""
+        return self.config().from_dict({**params, "engine": engine}).key()
 
 
 _KINDS: dict[str, TaskKind] = {}

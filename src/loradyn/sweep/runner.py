@@ -158,7 +158,10 @@ def dask_client(workers: int | None, scheduler: str | None, n_tasks: int) -> Ite
 
             saved = copy.deepcopy(dask.config.config)
             try:
-                client = stack.enter_context(Client(scheduler, timeout=CONNECT_TIMEOUT))
+                # never the process-wide default client: a failed one would stay registered
+                # and xarray's netCDF writes would then wait on its dead scheduler's lock
+                client = stack.enter_context(Client(scheduler, timeout=CONNECT_TIMEOUT,
+                                                    set_as_default=False))
             except (OSError, TimeoutError, MemoryError, ValueError, TypeError,
                     EOFError) as exc:
                 # a failed Client leaves its config behind: restore dask's as it was. A
@@ -190,7 +193,7 @@ def dask_client(workers: int | None, scheduler: str | None, n_tasks: int) -> Ite
                     silence_logs=logging.ERROR,
                 )
             )
-            client = stack.enter_context(Client(cluster))
+            client = stack.enter_context(Client(cluster, set_as_default=False))
         yield client
 
 
@@ -331,7 +334,7 @@ def _run_pending(
             ): t
             for t in pending
         }
-        for fut in as_completed(futures):
+        for fut in as_completed(futures, loop=client.loop):  # client is not the default
             task = futures.pop(fut)
             try:
                 status, payload = fut.result()

@@ -23,23 +23,16 @@ import warnings
 from typing import Any
 
 from ..config import ENGINES, RunConfig
-from ..errors import LoradynError
-from ..params import check_value as check_field
-from ..params import declared
-from .kinds import TaskKind, register_kind
+from .kinds import ConfigParams, TaskKind, register_kind
 
-ALIASES = {"seed": "seed0"}
-NOT_PARAMETERS = {"engine": 'set the engine once in [sweep], e.g. engine = "reduced"'}
-
-
-def _fields() -> dict[str, str]:
-    """RunConfig's declared fields with their kind (``"int"``, ``"floats"``, ...)."""
-    return {f.name: s.kind for f, s in declared(RunConfig)}
+PARAMS = ConfigParams(lambda: RunConfig)
+ALIASES = PARAMS.aliases
+NOT_PARAMETERS = PARAMS.not_parameters
 
 
 def parameter_names() -> list[str]:
     """Keys a ``simulate`` sweep accepts in ``[grid]`` and ``[fixed]``."""
-    return sorted((set(_fields()) - set(NOT_PARAMETERS)) | set(ALIASES))
+    return PARAMS.names()
 
 
 def check_value(key: str, value: Any) -> Any:
@@ -48,27 +41,12 @@ def check_value(key: str, value: Any) -> Any:
     The check comes from the field's declaration (:func:`loradyn.params.check_value`).
     Raises ``LoradynError`` for an unknown key, a wrong type or an invalid value.
     """
-    if key in NOT_PARAMETERS:
-        raise LoradynError(f"not a task parameter: {NOT_PARAMETERS[key]}")
-    field = ALIASES.get(key, key)
-    if field not in _fields():
-        raise LoradynError(f"unknown parameter; known: {', '.join(parameter_names())}")
-    return check_field(RunConfig, field, value)
+    return PARAMS.check_value(key, value)
 
 
 def prepare(params: dict[str, Any], engine: str) -> dict[str, Any]:
     """Canonical parameters of one task: ``RunConfig(**params, engine=engine).to_dict()``."""
-    params = dict(params)
-    for alias, field in ALIASES.items():
-        if alias in params:
-            if field in params:
-                raise LoradynError(f"give {alias} or {field}, not both")
-            params[field] = params.pop(alias)
-    try:
-        cfg = RunConfig(**params, engine=engine)
-    except TypeError as exc:
-        raise LoradynError(f"invalid parameters: {exc}") from None
-    return cfg.to_dict()
+    return PARAMS.prepare(params, engine)
 
 
 def run(params: dict[str, Any], engine: str, progress: Any = None) -> Any:
@@ -88,7 +66,7 @@ def run(params: dict[str, Any], engine: str, progress: Any = None) -> Any:
 
 def key(params: dict[str, Any], engine: str) -> str:
     """The task's content key: :meth:`RunConfig.key` of its configuration."""
-    return RunConfig.from_dict({**params, "engine": engine}).key()
+    return PARAMS.key(params, engine)
 
 
 SIMULATE = register_kind(

@@ -29,7 +29,6 @@ sweep and ``loradyn reproduce`` therefore name the same simulation alike.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import math
@@ -41,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LoradynError
-from ..params import canonical_json
+from ..params import content_hash
 from .kinds import TaskKind, get_kind
 
 TABLES = ("sweep", "grid", "fixed")
@@ -62,8 +61,7 @@ def task_key(kind: str, engine: str, params: Mapping[str, Any]) -> str:
             return k.key(dict(params), engine)
         except LoradynError:
             pass
-    text = canonical_json({"kind": kind, "engine": engine, "params": params})
-    return hashlib.sha256(text.encode()).hexdigest()[:KEY_LENGTH]
+    return content_hash({"kind": kind, "engine": engine, "params": params}, KEY_LENGTH)
 
 
 @dataclass(frozen=True)
@@ -106,7 +104,7 @@ class SweepSpec:
 
     def identity(self) -> str:
         """Hash of what defines the sweep (comments and layout of the file excluded)."""
-        return hashlib.sha256(canonical_json(self.to_dict()).encode()).hexdigest()[:KEY_LENGTH]
+        return content_hash(self.to_dict(), KEY_LENGTH)
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as nested tables (grid order preserved as a list of pairs)."""

@@ -31,8 +31,9 @@ import xarray as xr
 from ..errors import LoradynError
 from ..io import atomic_write_text as _atomic_write_text
 from ..io import save_netcdf
+from ..params import canonical_json
 from ..store import LOCK_FILE, RESULTS_DIR, TMP_MARK, ResultStore  # noqa: F401 (re-exported)
-from .spec import SweepSpec, Task, canonical_json
+from .spec import SweepSpec, Task
 
 SPEC_FILE = "sweep.toml"
 MANIFEST_FILE = "manifest.json"

@@ -43,8 +43,8 @@ import numpy as np
 
 from ..activations import get_label
 from ..errors import LoradynError, check_mu
-from .model import CLOSED_FORM, _act, norm_factor
-from .population import _s_term, _x_term, generic_terms
+from .model import CLOSED_FORM, activation_name, norm_factor
+from .population import cross_term, generic_terms, student_term
 
 Array = np.ndarray
 
@@ -54,7 +54,7 @@ SEARCH_NODES = 128
 
 def _check(activation: str, mu: Array) -> tuple[str, Array]:
     """Canonical activation name (any registered one) and ``mu`` as a checked 1-D array."""
-    key = _act(activation, "activation")
+    key = activation_name(activation, "activation")
     mu = np.atleast_1d(np.asarray(mu, dtype=float))
     if mu.ndim != 1:
         raise LoradynError("mu must be a flat list of mu_k, one per teacher neuron")
@@ -71,14 +71,14 @@ def search_gradients(activation: str, mu: Array, norm: str = "none", *,
     the default converges tanh, whose Gauss-Hermite rule is the slowest of the built-ins,
     to ~1e-10)."""
     act, mu = _check(activation, mu)
-    tea = _act(teacher, "teacher") if teacher is not None else act
+    tea = activation_name(teacher, "teacher") if teacher is not None else act
     lab = get_label(label).name
     K = mu.size
     n2 = norm_factor(norm, K, tea, lab) ** 2
     D = np.diag(mu)
     if method == "auto" and act in CLOSED_FORM and tea == act and lab == "identity":
-        _, dX = _x_term(act, act, D)
-        _, dS = _s_term(act, D @ D)
+        _, dX = cross_term(act, act, D)
+        _, dS = student_term(act, D @ D)
         GP, GQ = -n2 * dX, 0.5 * n2 * dS
     else:
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -196,7 +196,7 @@ def collective_rate(activation: str, mu: Array, *, norm: str = "none",
     """
     act, mu = _check(activation, mu)
     K = mu.size
-    tea = _act(teacher, "teacher") if teacher is not None else act
+    tea = activation_name(teacher, "teacher") if teacher is not None else act
     lab = get_label(label).name
     if act not in CLOSED_FORM or tea != act or lab != "identity":
         return search_rate(act, mu, 1, norm=norm, teacher=tea, label=lab)
@@ -244,7 +244,7 @@ def tau(activation: str, mu: Array, ranks: Array | int, *, norm: str = "none",
     the single-index :func:`loradyn.linearization.tau`.
     """
     act, mu_arr = _check(activation, mu)
-    tea = _act(teacher, "teacher") if teacher is not None else act
+    tea = activation_name(teacher, "teacher") if teacher is not None else act
     lab = get_label(label).name
     rk = np.atleast_1d(np.asarray(ranks))
     if rk.size == 0 or rk.ndim != 1:

@@ -48,8 +48,6 @@ Initialization (exact law at dimension ``d``):
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -58,7 +56,8 @@ from typing import Any
 import numpy as np
 
 from ..activations import get_activation
-from ..errors import LoradynError, check_mu
+from ..errors import LoradynError, as_float, mu_tuple
+from ..params import EXECUTION, Declared, param, parse_floats, parse_ints, validate
 
 Array = np.ndarray
 NORMS = ("none", "1/K", "1/sqrt(K)", "auto")
@@ -67,7 +66,10 @@ UPDATES = ("spherical", "renormalized")
 CLOSED_FORM = ("linear", "he2-norm")
 
 
-def _act(name: object, what: str) -> str:
+def activation_name(name: object, what: str) -> str:
+    """The canonical name of activation ``name`` (lower case, no blanks, ``x``/``id``/
+    ``identity`` -> ``linear``) after checking that it exists; ``what`` names the field in
+    the one-line error."""
     if not isinstance(name, str):
         raise LoradynError(f"{what} must be an activation name such as linear or he2-norm")
     get_activation(name)
@@ -129,9 +131,32 @@ def _pos(name: str, value: object) -> float:
     return v
 
 
+def _mu_k(value: object) -> tuple[float, ...]:
+    return mu_tuple(value, shape="a flat list of mu_k in [0, 1], one per teacher neuron")
+
+
+def _a0(value: object, cfg: Any) -> float:
+    return as_float("a0", 1.0 / math.sqrt(cfg.d) if value is None else value)
+
+
+def _parse_m0(text: str) -> Any:
+    """``--m0`` text: a number, or an ``r x K`` JSON list such as ``[[0.1, 0], [0, 0.2]]``."""
+    try:
+        return json.loads(text) if text.strip().startswith("[") else float(text)
+    except ValueError:
+        raise LoradynError(
+            f"m0 = {text!r} is not a number or an r x K list such as [[0.1,0],[0,0.2]]"
+        ) from None
+
+
 @dataclass(frozen=True)
-class TwoLayerConfig:
-    r"""One two-layer LoRA run: model, optimizer and recording.
+class TwoLayerConfig(Declared):
+    r"""One two-layer LoRA run: model, optimizer and recording (physics), then how it is
+    computed (execution options: ``engine``, ``noise_term``, ``stop_on_escape``).
+
+    Every field is declared once with :func:`loradyn.params.param` (type, default, check,
+    help); the CLI options of ``loradyn twolayer simulate``, the checks of a ``twolayer``
+    sweep file, the canonical JSON and the hash (:meth:`key`) come from the declarations.
 
     Parameters
     ----------
@@ -168,8 +193,6 @@ class TwoLayerConfig:
     record_every
         Record every this many steps (default ``max(1, steps // 500)``); the last step is
         always recorded.
-    noise_term
-        ODE engine only: include the finite-step drift proportional to :math:`\eta d/B`.
     label
         Label transform applied per teacher neuron, ``identity`` or ``square``:
         :math:`y = \nu\sum_k T(\phi(w^*_k\cdot x))` (for ``K = 1`` the single-index labels).
@@ -184,103 +207,100 @@ class TwoLayerConfig:
         dimension (default: ``(rank,)``); kept in the result's ``attrs["config"]``, so
         ``TwoLayerConfig.from_json(ds.attrs["config"])`` rebuilds the whole run.
     engine
-        Execution option: ``reduced`` (default), ``dense`` or ``ode``.
+        Execution option: ``reduced`` (default), ``dense`` or ``ode``; hashed (the engines
+        agree in law, not sample by sample).
+    noise_term
+        Execution option of the ODE engine: include the finite-step drift proportional to
+        :math:`\eta d/B`; hashed for the ODE engine only.
     stop_on_escape
-        End the run once every seed escaped (later records are NaN): for escape times.
+        Execution option: end the run once every seed escaped (later records are NaN), for
+        escape times; hashed, as it changes the recorded values.
     """
 
-    mu: Any = (0.5, 0.5)
-    rank: int = 1
-    activation: str = "linear"
-    teacher: str | None = None
-    norm: str = "none"
-    d: int = 1000
-    lr: float = 0.1
-    batch: int = 100
-    steps: int = 2000
-    seeds: int = 1
-    seed0: int = 0
-    a0: float | None = None
-    m0: Any = None
-    update: str = "spherical"
-    threshold: float = 0.5
-    record_every: int | None = None
-    noise_term: bool = True
-    label: str = "identity"
-    from_scratch: bool = False
-    ranks: Any = None
-    engine: str = "reduced"
-    stop_on_escape: bool = False
+    # ---- physics: what is computed (always hashed)
+    mu: Any = param((0.5, 0.5), "Pre-trained alignments mu_k in [0, 1], one per teacher "
+                    "neuron (K = their number).", kind="floats",
+                    check=lambda v, c: _mu_k(v),
+                    cli_parse=lambda t: parse_floats(t, "mu"),
+                    cli_help="Comma list of mu_k (K = its length).")
+    rank: int = param(1, "LoRA rank r >= 1.", kind="int", check=lambda v, c: _int("rank", v, 1),
+                      sweep_context={"d": 10**6})
+    activation: str = param("linear", "Student activation (any registered name).", kind="str",
+                            check=lambda v, c: activation_name(v, "activation"), cli=("-a",))
+    teacher: str | None = param(None, "Teacher activation (default: the student's).",
+                                kind="str",
+                                check=lambda v, c: activation_name(c.activation if v is None else v,
+                                                        "teacher"))
+    norm: str = param("none", "Output normalization: none, 1/K, 1/sqrt(K) or auto.",
+                      kind="str", check=lambda v, c: _norm_key(v))
+    d: int = param(1000, "Input dimension (>= K + 2 r).", kind="int",
+                   check=lambda v, c: _int("d", v, 2))
+    lr: float = param(0.1, "Learning rate eta > 0 (ODE time = step * lr).", kind="float",
+                      check=lambda v, c: _pos("lr", v))
+    batch: int = param(100, "Fresh samples per step.", kind="int",
+                       check=lambda v, c: _int("batch", v, 1))
+    steps: int = param(2000, "Number of SGD steps.", kind="int",
+                       check=lambda v, c: _int("steps", v, 1))
+    seeds: int = param(1, "Number of independent seeds.", kind="int",
+                       check=lambda v, c: _int("seeds", v, 1))
+    seed0: int = param(0, "First seed (seeds seed0 .. seed0+seeds-1).", kind="int",
+                       check=lambda v, c: _int("seed0", v, 0))
+    a0: float | None = param(None, "Initial entries of A (default 1/sqrt(d)).", kind="float",
+                             check=_a0)
+    m0: Any = param(None, "Fixed initial overlaps M_0: a number or an r x K list (default: "
+                    "directions uniform on the sphere).", kind="any", cli_parse=_parse_m0)
+    update: str = param("spherical", "Update rule: spherical or renormalized.", kind="str",
+                        choices=UPDATES)
+    threshold: float = param(0.5, "Escape when max_j |M_j| >= this.", kind="float",
+                             check=lambda v, c: _pos("threshold", v))
+    record_every: int | None = param(None, "Record every k steps (default steps // 500).",
+                                     kind="int",
+                                     check=lambda v, c: _int(
+                                         "record_every",
+                                         max(1, c.steps // 500) if v is None else v, 1))
+    label: str = param("identity", "Label transform per teacher neuron: identity or square.",
+                       kind="str", check=lambda v, c: _label(v))
+    from_scratch: bool = param(False, "Baseline: train the K x d first layer from random unit "
+                               "rows (no pre-training, no LoRA; mu sets K).", kind="bool",
+                               check=lambda v, c: bool(v))
+    ranks: Any = param(None, "Ranks of one run, stacked on a rank dimension (default: "
+                       "(rank,)).", kind="any",
+                       cli_parse=lambda t: parse_ints(t, "ranks"),
+                       cli_help="Comma list of ranks run together (default: --rank).",
+                       sweep_context={"d": 10**6})
+    # ---- execution options: how it is computed (hashed where they change the numbers)
+    engine: str = param("reduced", "Engine: reduced (exact in law), dense or ode.", kind="str",
+                        role=EXECUTION, choices=ENGINES, cli=("-e",))
+    noise_term: bool = param(True, "ODE engine: include the finite-step (lr d / B) term.",
+                             kind="bool", role=EXECUTION, check=lambda v, c: bool(v),
+                             applies=lambda c: c.engine == "ode")
+    stop_on_escape: bool = param(False, "End the run once every seed escaped (later records "
+                                 "NaN).", kind="bool", role=EXECUTION,
+                                 check=lambda v, c: bool(v))
 
     def __post_init__(self) -> None:
-        if isinstance(self.mu, str):
-            raise LoradynError(f"mu = {self.mu!r} is not a list of numbers: give mu_k in [0, 1]")
-        try:
-            mu = np.atleast_1d(np.asarray(self.mu, dtype=float))
-        except (TypeError, ValueError):
-            raise LoradynError(f"mu = {self.mu!r} is not a list of numbers in [0, 1]") from None
-        if mu.ndim != 1:
-            raise LoradynError("mu must be a flat list of mu_k in [0, 1], one per teacher neuron")
-        check_mu(mu)
+        validate(self)
         set_ = object.__setattr__
-        set_(self, "mu", tuple(float(v) for v in mu))
-        set_(self, "rank", _int("rank", self.rank, 1))
-        set_(self, "activation", _act(self.activation, "activation"))
-        set_(self, "teacher", _act(self.teacher if self.teacher is not None else self.activation,
-                                   "teacher"))
-        set_(self, "norm", _norm_key(self.norm))
-        from ..activations import get_label
-
-        set_(self, "label", get_label(self.label).name)
-        set_(self, "from_scratch", bool(self.from_scratch))
         if self.from_scratch:
             set_(self, "rank", len(self.mu))
-        set_(self, "d", _int("d", self.d, 2))
-        set_(self, "lr", _pos("lr", self.lr))
-        set_(self, "batch", _int("batch", self.batch, 1))
-        set_(self, "steps", _int("steps", self.steps, 1))
-        set_(self, "seeds", _int("seeds", self.seeds, 1))
-        set_(self, "seed0", _int("seed0", self.seed0, 0))
-        set_(self, "threshold", _pos("threshold", self.threshold))
         K, r = len(self.mu), self.rank
         if self.d < K + 2 * r:
             raise LoradynError(
                 f"d = {self.d} is too small for K = {K} neurons and rank {r}: use d >= K + 2r"
                 f" = {K + 2 * r}"
             )
-        a0 = 1.0 / math.sqrt(self.d) if self.a0 is None else self.a0
-        try:
-            a0 = float(a0)
-        except (TypeError, ValueError):
-            raise LoradynError(f"a0 = {self.a0!r} is not a number: give a finite number") from None
-        if not math.isfinite(a0):
-            raise LoradynError(f"a0 = {self.a0!r} is not finite: give a finite number")
-        set_(self, "a0", a0)
         if self.m0 is not None:
             m0 = self.initial_overlaps()  # validates
             if np.isscalar(self.m0):
                 set_(self, "m0", float(self.m0))  # type: ignore[arg-type]
             else:
                 set_(self, "m0", [[float(v) for v in row] for row in m0])
-        if self.update not in UPDATES:
-            raise LoradynError(
-                f"update = {self.update!r} is unknown: choose spherical or renormalized"
-            )
-        re = max(1, self.steps // 500) if self.record_every is None else self.record_every
-        set_(self, "record_every", _int("record_every", re, 1))
-        set_(self, "noise_term", bool(self.noise_term))
         set_(self, "ranks", _ranks(self.ranks, self.rank))
         if self.d < K + 2 * max(self.ranks):
             raise LoradynError(
                 f"d = {self.d} is too small for K = {K} neurons and rank {max(self.ranks)}: "
                 f"use d >= K + 2r = {K + 2 * max(self.ranks)}"
             )
-        eng = str(self.engine).strip().lower()
-        if eng not in ENGINES:
-            raise LoradynError(f"engine = {self.engine!r} is unknown: choose one of "
-                               f"{', '.join(ENGINES)}")
-        set_(self, "engine", eng)
-        set_(self, "stop_on_escape", bool(self.stop_on_escape))
 
     # ----------------------------------------------------------------------------------
     @property
@@ -308,7 +328,10 @@ class TwoLayerConfig:
         """The fixed initial ``M_0`` (``r x K``) when ``m0`` is given (see module docstring)."""
         K, r = len(self.mu), int(self.rank)
         if np.isscalar(self.m0):
-            m = float(self.m0)  # type: ignore[arg-type]
+            try:
+                m = float(self.m0)  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                raise LoradynError("m0 must be a number or an r x K list of numbers") from None
             m0 = np.zeros((r, K))
             m0[np.arange(r), np.arange(r) % K] = m
         else:
@@ -325,50 +348,11 @@ class TwoLayerConfig:
             raise LoradynError("m0 is invalid: every row of m0 must have norm < 1")
         return m0
 
-    def replace(self, **changes: Any) -> TwoLayerConfig:
-        """A copy with some fields changed (validated again)."""
-        return dataclasses.replace(self, **changes)
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-Python dict of every field (JSON-serializable)."""
-        out = dataclasses.asdict(self)
-        out["mu"] = list(self.mu)
-        out["ranks"] = list(self.ranks)
-        return out
+def _label(value: object) -> str:
+    from ..activations import get_label
 
-    def to_json(self) -> str:
-        """The configuration as a JSON string (stored in ``Dataset.attrs['config']``)."""
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, data: Any) -> TwoLayerConfig:
-        """Build a config from :meth:`to_dict` output; an unknown key is a one-line error."""
-        if not isinstance(data, dict):
-            raise LoradynError(f"a TwoLayerConfig needs a mapping of fields, got "
-                               f"{type(data).__name__}")
-        names = {f.name for f in dataclasses.fields(cls) if f.init}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise LoradynError(f"unknown configuration key {unknown[0]!r}: valid keys are "
-                               f"{', '.join(sorted(names))}")
-        return cls(**data)
-
-    @classmethod
-    def from_json(cls, text: str) -> TwoLayerConfig:
-        """Inverse of :meth:`to_json` (also reads the ``attrs['config']`` of a result)."""
-        try:
-            data = json.loads(text)
-        except (TypeError, json.JSONDecodeError) as exc:
-            raise LoradynError(f"configuration is not valid JSON: {exc}") from None
-        return cls.from_dict(data)
-
-    def key(self) -> str:
-        """16-hex-digit content key: sha256 of the canonical JSON of every field (the
-        engine included: it changes the law of the result)."""
-        from ..params import canonical_json
-
-        text = canonical_json({"class": type(self).__name__, "config": self.to_dict()})
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return get_label(value).name  # type: ignore[arg-type]
 
 
 def _ranks(ranks: Any, rank: int) -> tuple[int, ...]:

@@ -9,7 +9,6 @@ finetune, table) and reruns can check that they continue the same experiment.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
@@ -278,12 +277,16 @@ class ExperimentConfig:
         """Hash of everything that determines the trained models (not seeds, not reports).
 
         Two configs with the same key can share pre-training checkpoints and fine-tune
-        results; a run directory refuses a config with another key.
+        results; a run directory refuses a config with another key. Made by the one hash
+        of loradyn, :func:`loradyn.params.content_hash` (canonical JSON, sha256), like the
+        keys of every other config and task.
         """
+        from ..params import content_hash
+
         d = self.to_dict()
         for k in ("seeds", "report_epochs", "scale", "name"):
             d.pop(k)
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+        return content_hash({"class": type(self).__name__, "config": d})
 
     def with_seeds(self, seeds: tuple[int, ...]) -> ExperimentConfig:
         return replace(self, seeds=tuple(seeds))
@@ -300,3 +303,16 @@ def _build(cls: type, d: dict[str, Any]) -> Any:
     for k, v in d.items():
         kw[k] = tuple(v) if isinstance(v, list) else v
     return cls(**kw)
+
+
+def finetune_key(cfg: ExperimentConfig, checkpoint: int, seed: int, device: str) -> str:
+    """The content key of one fine-tune's curves (:func:`loradyn.params.content_hash`):
+    the experiment's :meth:`~ExperimentConfig.work_key`, the checkpoint, the seed, its
+    pre-training seed and the resolved device (``cuda`` or ``cpu``). The ``vit`` sweep
+    kind names its tasks by it and :func:`loradyn.vit.train.finetune` stamps it, with the
+    code hash, on the result (:meth:`loradyn.store.ResultStore.stamp`)."""
+    from ..params import content_hash
+
+    return content_hash({"kind": "vit", "work": cfg.work_key(), "checkpoint": int(checkpoint),
+                         "seed": int(seed), "pretrain_seed": int(cfg.pretrain_seed_for(seed)),
+                         "device": str(device)}, 20)  # 20: the length of a sweep task key

@@ -15,8 +15,10 @@ from ..io import atomic_savefig
 
 
 def plot_run(out: str | Path, seeds: tuple[int, ...] | None = None,
-             path: str | Path | None = None, allow_missing: bool = False) -> Path:
-    """Draw the figure of run directory ``out`` into ``path`` (default ``out/figure.png``)."""
+             path: str | Path | None = None, allow_missing: bool = False, *,
+             reuse_other_code: bool = False) -> Path:
+    """Draw the figure of run directory ``out`` into ``path`` (default ``out/figure.png``);
+    the fine-tunes as in :func:`loradyn.vit.table.collect`."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -27,7 +29,7 @@ def plot_run(out: str | Path, seeds: tuple[int, ...] | None = None,
     from .table import collect
 
     out = Path(out)
-    cfg, res = collect(out, seeds, allow_missing)
+    cfg, res = collect(out, seeds, allow_missing, reuse_other_code=reuse_other_code)
     seeds = tuple(sorted({s for _, s in res})) if seeds is None else tuple(seeds)
     hists = []
     for p in sorted({cfg.pretrain_seed_for(s) for s in seeds}):

@@ -18,8 +18,10 @@ cluster or any scheduler, SLURM included), with its atomic hash-keyed store::
 A task pre-trains first if its checkpoint is missing (resumable; run ``loradyn vit
 pretrain`` for each pre-training seed beforehand to avoid two workers pre-training the
 same seed at once: harmless, the result is the same, but wasted work). The task result is
-the fine-tune's curves (``test_acc``, ``test_loss``, ``train_loss`` over ``epoch``);
-``loradyn vit table --out RUN_DIR`` then writes the Table-1 CSV from ``run_dir``.
+the fine-tune's curves (``test_acc``, ``test_loss``, ``train_loss`` over ``epoch``), kept
+under the same key (:func:`loradyn.vit.config.finetune_key`) in the sweep's store and in
+the result store of ``run_dir`` (``run_dir/results/KEY.nc``); ``loradyn vit table --out
+RUN_DIR`` then writes the Table-1 CSV from ``run_dir``.
 """
 
 from __future__ import annotations
@@ -87,6 +89,20 @@ def prepare(params: dict[str, Any], engine: str) -> dict[str, Any]:
     return out
 
 
+def key(params: dict[str, Any], engine: str) -> str:
+    """The task's content key: :func:`loradyn.vit.config.finetune_key` of the preset's
+    experiment, the checkpoint, the seed and the device, resolved (``auto`` -> ``cuda``
+    or ``cpu``). The run and data directories and ``download`` change nothing and are
+    left out."""
+    from ..config import resolve_device_name
+    from .config import finetune_key
+    from .presets import get_preset
+
+    p = prepare(params, engine)
+    cfg = get_preset(p["preset"], p["scale"])
+    return finetune_key(cfg, p["checkpoint"], p["seed"], resolve_device_name(p["device"]))
+
+
 def run(params: dict[str, Any], engine: str) -> Any:
     """Pre-train if needed, then fine-tune (checkpoint, seed); return the curves."""
     from .presets import get_preset
@@ -110,6 +126,7 @@ VIT = register_kind(
         default_engine="torch",
         replaces={},
         description="one LoRA fine-tune (checkpoint, seed) of a loradyn.vit preset",
+        key=key,
     ),
     replace=True,
 )

@@ -28,11 +28,16 @@ def _mean_std(v: list[float]) -> tuple[float, float]:
 
 
 def collect(out: str | Path, seeds: tuple[int, ...] | None = None,
-            allow_missing: bool = False) -> tuple[Any, dict[tuple[int, int], Any]]:
+            allow_missing: bool = False, *, reuse_other_code: bool = False,
+            ) -> tuple[Any, dict[tuple[int, int], Any]]:
     """The stored config and the finished fine-tune datasets keyed by (checkpoint, seed).
 
-    ``seeds=None``: the stored seeds and every seed with a finished fine-tune on disk."""
-    from .rundir import finetune_path, load_run_config, try_netcdf
+    ``seeds=None``: the stored seeds and every seed with a fine-tune result on disk.
+    Results come from the run directory's result store
+    (:func:`loradyn.vit.rundir.find_finetune`, torch-free): a result made by other
+    number-computing code counts as unfinished unless ``reuse_other_code``; a corrupt one
+    is set aside and counts as unfinished."""
+    from .rundir import find_finetune, load_run_config
 
     out = Path(out)
     cfg = load_run_config(out)
@@ -40,38 +45,49 @@ def collect(out: str | Path, seeds: tuple[int, ...] | None = None,
         # the stored seeds plus those with a finished fine-tune: sweep workers that start
         # together each merge their seed into config.json, and the last write can drop one
         seeds = tuple(sorted(set(cfg.seeds) | finished_seeds(out)))
-    res, missing = {}, []
+    res, missing, stale = {}, [], 0
     for c in cfg.pretrain.checkpoints:
         for s in seeds:
-            p = finetune_path(out, cfg.pretrain_seed_for(s), c, s)
-            ds = None
-            if p.exists():  # an unreadable result is set aside and counts as unfinished
-                ds = try_netcdf(p, cfg.finetune.epochs, ("test_acc",), ("source_acc",),
-                             "it counts as unfinished: rerun 'loradyn vit run'")
-            if ds is not None:
-                res[(c, s)] = ds
+            found = find_finetune(out, cfg, c, s, reuse_other_code=reuse_other_code)
+            if found.ds is not None:
+                res[(c, s)] = found.ds
             else:
                 missing.append(f"ckpt {c} seed {s}")
+                stale += found.state == "stale"
     if missing and not allow_missing:
+        why = (f"; {stale} of them made by other number-computing code: rerun to recompute "
+               "them, or pass --reuse-other-code to use them" if stale else "")
         raise LoradynError(
-            f"{len(missing)} fine-tune(s) unfinished in {out} ({', '.join(missing[:4])}...); "
-            "run 'loradyn vit run' or 'vit finetune' first"
+            f"{len(missing)} fine-tune(s) unfinished in {out} ({', '.join(missing[:4])}...)"
+            f"{why}; run 'loradyn vit run' or 'vit finetune' first"
         )
     return cfg, res
 
 
 def finished_seeds(out: str | Path) -> set[int]:
-    """Fine-tuning seeds with at least one finished fine-tune under ``out/finetune``."""
+    """Fine-tuning seeds with at least one readable fine-tune result in ``out/results``
+    (any code version) or in the older layout ``out/finetune/p<P>_ckpt<EEE>_seed<S>.nc``."""
+    from ..io import load_netcdf
+    from .rundir import result_store
+
+    seeds: set[int] = set()
+    for p in sorted(result_store(out).results_dir.glob("*.nc")):
+        try:
+            seeds.add(int(load_netcdf(p).attrs["seed"]))
+        except Exception:  # noqa: BLE001 - unreadable: find_finetune sets it aside
+            continue
     pat = re.compile(r"^p-?\d+_ckpt\d+_seed(-?\d+)\.nc$")
     found = (pat.match(p.name) for p in (Path(out) / "finetune").glob("*.nc"))
-    return {int(m.group(1)) for m in found if m}
+    return seeds | {int(m.group(1)) for m in found if m}
 
 
 def table_rows(out: str | Path, seeds: tuple[int, ...] | None = None,
-               allow_missing: bool = False) -> list[dict[str, Any]]:
+               allow_missing: bool = False, *,
+               reuse_other_code: bool = False) -> list[dict[str, Any]]:
     """One row per checkpoint: task, checkpoint, source acc and fine-tune acc at each
-    reported epoch (mean and std over seeds, percent), plus ``n_seeds``."""
-    cfg, res = collect(out, seeds, allow_missing)
+    reported epoch (mean and std over seeds, percent), plus ``n_seeds`` (results as in
+    :func:`collect`)."""
+    cfg, res = collect(out, seeds, allow_missing, reuse_other_code=reuse_other_code)
     rows = []
     for c in cfg.pretrain.checkpoints:
         dss = [ds for (ck, _), ds in sorted(res.items()) if ck == c]
@@ -96,15 +112,17 @@ def columns(report_epochs: tuple[int, ...]) -> list[str]:
 
 
 def write_table(out: str | Path, seeds: tuple[int, ...] | None = None,
-                allow_missing: bool = False) -> tuple[Path, list[dict[str, Any]]]:
+                allow_missing: bool = False, *,
+                reuse_other_code: bool = False) -> tuple[Path, list[dict[str, Any]]]:
     """Write ``out/table.csv`` (header ``task,checkpoint,source_acc_mean,source_acc_std,
-    ft_acc_at_<E>_mean,ft_acc_at_<E>_std`` per reported epoch E) atomically."""
+    ft_acc_at_<E>_mean,ft_acc_at_<E>_std`` per reported epoch E) atomically; results as in
+    :func:`collect` (``reuse_other_code``: also those of other code)."""
     from ..io import atomic_write_text
     from .rundir import load_run_config
 
     out = Path(out)
     cfg = load_run_config(out)
-    rows = table_rows(out, seeds, allow_missing)
+    rows = table_rows(out, seeds, allow_missing, reuse_other_code=reuse_other_code)
     cols = columns(cfg.report_epochs)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")

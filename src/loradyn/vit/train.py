@@ -6,14 +6,19 @@ Run directory layout (every file is written atomically: temp file, then ``os.rep
     DIR/pretrain/seed<P>/ckpt_<EEE>.pt            backbone after epoch EEE + source metrics
     DIR/pretrain/seed<P>/state.pt                 per-epoch resume state (deleted when done)
     DIR/pretrain/seed<P>/history.nc               source curves; its presence = finished
-    DIR/finetune/p<P>_ckpt<EEE>_seed<S>.nc        downstream curves; presence = finished
-    DIR/finetune/p<P>_ckpt<EEE>_seed<S>.state.pt  per-epoch resume state (deleted when done)
+    DIR/results/KEY.nc                            a fine-tune's downstream curves: the run's
+                                                  ResultStore, KEY = config.finetune_key
+    DIR/finetune/KEY.state.pt                     per-epoch resume state (deleted when done)
     DIR/table.csv, DIR/figure.png                 Table-1 and Fig. 10-12 style outputs
 
 A killed run loses at most the epoch in progress: rerunning skips finished pre-trainings
-and fine-tunes and continues unfinished ones from their last completed epoch. A file that
-cannot be read back (truncated ``state.pt``, checkpoint, ``history.nc``, fine-tune result
-or ``config.json``) is moved aside to ``NAME.corrupt`` with one :class:`CorruptFileWarning`
+and fine-tunes and continues unfinished ones from their last completed epoch. A finished
+fine-tune is served from the store (:func:`loradyn.vit.rundir.find_finetune`) only when
+it was made by the current number-computing code (:func:`loradyn.store.code_hash`);
+one made by other code is recomputed unless ``reuse_other_code=True`` (the CLI's
+``--reuse-other-code``). A file that cannot be read back (truncated ``state.pt``,
+checkpoint, ``history.nc`` or ``config.json``) is moved aside to ``NAME.corrupt``, a
+corrupt fine-tune result to ``DIR/corrupt/``, each with one :class:`CorruptFileWarning`
 naming it and what is redone, and the work it held is redone: a corrupted run heals on
 rerun. Training whose loss becomes NaN or infinite stops with a :class:`DivergenceError`
 (nothing is written to the table), and an epoch without an optimizer step is an error. Each epoch
@@ -38,19 +43,23 @@ import torch.nn.functional as F
 import xarray as xr
 
 from ..errors import DivergenceError, LoradynError
-from ..io import atomic_write, atomic_write_text, load_netcdf, save_netcdf
-from .config import ExperimentConfig
+from ..io import atomic_write, load_netcdf, save_netcdf
+from ..store import ResultStore, code_hash
+from .config import ExperimentConfig, finetune_key
 from .data import TaskData, load_task, per_class_subset
 from .model import add_lora, build_vit, check_geometry, check_trainable
 from .rundir import (  # noqa: F401 - the run directory's API, re-exported
     CorruptFileWarning,
     check_run_dir,
     checkpoint_path,
+    find_finetune,
     finetune_path,
+    finetune_result_path,
     load_run_config,
     prepare_run_dir,
     pretrain_dir,
     read_config,
+    result_store,
     set_aside,
     try_netcdf,
 )
@@ -110,16 +119,7 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
         torch.save(obj, tmp)
 
 
-def _atomic_netcdf(ds: xr.Dataset, path: Path) -> None:
-    with atomic_write(path, mkdir=False) as tmp:
-        ds.to_netcdf(tmp)
-
-
-def _atomic_text(text: str, path: Path) -> None:
-    atomic_write_text(path, text, encoding=None, mkdir=False)
-
-
-_atomic_netcdf = save_netcdf  # the one netCDF writer (kept under the old private names)
+_atomic_netcdf = save_netcdf  # the one netCDF pair (kept under the old private names)
 _load_nc = load_netcdf
 _try_nc = try_netcdf
 
@@ -333,7 +333,7 @@ def pretrain(
         attrs={"config": cfg.to_json(), "pretrain_seed": pseed,
                "checkpoints": json.dumps(list(pt.checkpoints)), "device": str(dev)},
     )
-    _atomic_netcdf(ds, hist_path)
+    save_netcdf(ResultStore.stamp(ds, cfg.work_key()), hist_path)
     state_path.unlink(missing_ok=True)
     return ds
 
@@ -388,6 +388,7 @@ def finetune(
     amp: bool | None = None,
     progress: Progress | None = None,
     target: TaskData | None = None,
+    reuse_other_code: bool = False,
     _counter: _Counter | None = None,
 ) -> xr.Dataset:
     """LoRA fine-tuning of one pre-training checkpoint with one seed (resumable).
@@ -399,9 +400,17 @@ def finetune(
     examples per class; after every epoch the full target test set is evaluated.
     Only LoRA and head parameters may train (asserted by :func:`check_trainable`).
 
+    The result is stored in the run directory's result store under
+    ``finetune_key(cfg, checkpoint, seed, device)`` (``out/results/KEY.nc``, written
+    atomically by :meth:`loradyn.store.ResultStore.write`) and served from there on a
+    rerun (no training) when it is valid and was made by the current number-computing
+    code; a result of other code is recomputed unless ``reuse_other_code``; a corrupt
+    one is set aside and recomputed.
+
     Returns ``xarray.Dataset`` over ``epoch`` (0 = before fine-tuning) with ``test_acc``,
     ``test_loss``, ``train_loss``; attrs: config JSON, checkpoint, seed, pretrain_seed,
-    source accuracy of the checkpoint, trainable-parameter counts, head_reinit.
+    source accuracy of the checkpoint, trainable-parameter counts, head_reinit,
+    ``result_key`` and ``code_hash``.
     """
     out = Path(out)
     ft = cfg.finetune
@@ -412,22 +421,29 @@ def finetune(
         )
     check_run_dir(cfg, out)
     pseed = cfg.pretrain_seed_for(seed)
-    path = finetune_path(out, pseed, checkpoint, seed)
+    dev = resolve_device(device)
+    key = finetune_key(cfg, checkpoint, seed, dev.type)
+    store = result_store(out, reuse_other_code=reuse_other_code)
     counter = _counter or _Counter(ft.epochs, progress)
     tag = f"finetune ckpt {checkpoint} seed {seed}"
-    if path.exists():
-        done = try_netcdf(path, ft.epochs, ("test_acc", "test_loss", "train_loss"),
-                       ("source_acc", "checkpoint", "seed"), f"{tag} is redone")
-        if done is not None:
-            counter.add(ft.epochs, f"{tag}: done")
-            return done
+    found = find_finetune(out, cfg, checkpoint, seed, device=dev.type,
+                          reuse_other_code=reuse_other_code)
+    if found.ds is not None:
+        if (found.legacy and found.ds.attrs.get("result_key") == key
+                and found.ds.attrs.get("code_hash") == code_hash()):
+            store.write(key, found.ds)  # an older layout's result of this code: adopt it
+        counter.add(ft.epochs, f"{tag}: done")
+        return found.ds
+    if found.state == "stale":
+        log.warning("%s in %s was made by other number-computing code: recomputing it "
+                    "(--reuse-other-code keeps it)", tag, out)
     ck_path = checkpoint_path(out, pseed, checkpoint)
     if not ck_path.exists():
         raise LoradynError(
             f"{ck_path} not found; run 'loradyn vit pretrain' (pre-training seed {pseed}) first"
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    dev = resolve_device(device)
+    state_path = out / "finetune" / f"{key}.state.pt"
+    state_path.parent.mkdir(parents=True, exist_ok=True)
     amp = (dev.type == "cuda") if amp is None else amp
     tgt = target or load_task(cfg.target, data_dir, download)
     check_geometry(cfg.vit, tgt.channels, tgt.image_size, "target")
@@ -462,12 +478,16 @@ def finetune(
     x_tr = tgt.x_train[idx].to(dev)
     y_tr = tgt.y_train[idx].to(dev)
 
-    state_path = path.with_name(path.stem + ".state.pt")
     start = 0
     st = None
     if state_path.exists():
         st = _try_torch(state_path, ("trainable", "opt", "hist", "epoch"), dev,
                         f"{tag} restarts from epoch 0")
+        if st is not None and st.get("code_hash") != code_hash():
+            log.info("%s: the resume state was saved by other number-computing code; "
+                     "restarting from epoch 0", tag)
+            state_path.unlink(missing_ok=True)
+            st = None
         if st is not None:
             try:
                 opt_state = st["opt"]
@@ -497,7 +517,8 @@ def finetune(
             hist[k].append(v)
         _atomic_torch_save(
             {"trainable": {names[id(p)]: p.detach() for p in trainable},
-             "opt": opt.state_dict(), "hist": hist, "epoch": epoch},
+             "opt": opt.state_dict(), "hist": hist, "epoch": epoch,
+             "code_hash": code_hash()},
             state_path,
         )
         counter.add(1, f"{tag}: epoch {epoch}/{ft.epochs}, target acc {100 * acc:.1f}%")
@@ -511,9 +532,10 @@ def finetune(
                "frozen": counts["frozen"], "per_class": ft.per_class,
                "budget_seed": int(bseed), "device": str(dev)},
     )
-    _atomic_netcdf(ds, path)
+    # stamped with the one key and the code that made it; atomic (fsync, os.replace)
+    store.write(key, ds)
     state_path.unlink(missing_ok=True)
-    return ds
+    return ResultStore.stamp(ds, key)
 
 
 def finetune_all(
@@ -529,22 +551,32 @@ def finetune_all(
     progress: Progress | None = None,
     _counter: _Counter | None = None,
     target: TaskData | None = None,
+    reuse_other_code: bool = False,
 ) -> list[Path]:
-    """Fine-tune every (checkpoint, seed) pair (default: all of ``cfg``); skip finished ones."""
+    """Fine-tune every (checkpoint, seed) pair (default: all of ``cfg``); skip finished ones
+    (see :func:`finetune`; ``reuse_other_code``: also those made by other code).
+
+    Returns the result files: ``out/results/KEY.nc`` (an older layout's file when that
+    one was served)."""
+    out = Path(out)
     cks = tuple(cfg.pretrain.checkpoints if checkpoints is None else checkpoints)
     sds = tuple(cfg.seeds if seeds is None else seeds)
     prepare_run_dir(cfg.with_seeds(sds), out)
     counter = _counter or _Counter(cfg.finetune.epochs * len(cks) * len(sds), progress)
-    todo = [(c, s) for s in sds for c in cks
-            if not finetune_path(Path(out), cfg.pretrain_seed_for(s), c, s).exists()]
-    if todo and target is None:
+    dev = resolve_device(device).type
+    if target is None and any(
+            find_finetune(out, cfg, c, s, device=dev, reuse_other_code=reuse_other_code).ds
+            is None for s in sds for c in cks):
         target = load_task(cfg.target, data_dir, download)
     paths = []
     for s in sds:
         for c in cks:
             finetune(cfg, out, c, s, data_dir=data_dir, download=download, device=device,
-                     amp=amp, target=target, _counter=counter)
-            paths.append(finetune_path(Path(out), cfg.pretrain_seed_for(s), c, s))
+                     amp=amp, target=target, reuse_other_code=reuse_other_code,
+                     _counter=counter)
+            path = finetune_result_path(out, cfg, c, s, dev)
+            legacy = finetune_path(out, cfg.pretrain_seed_for(s), c, s)
+            paths.append(path if path.exists() or not legacy.exists() else legacy)
     return paths
 
 
@@ -572,17 +604,21 @@ def run_experiment(
     progress: Progress | None = None,
     figure: bool = True,
     threads: int | None = None,
+    reuse_other_code: bool = False,
 ) -> RunResult:
     """The whole protocol: pre-training(s), every (checkpoint, seed) fine-tune, table,
     figure. Resumable; finished work is skipped. ``threads``: torch CPU threads for the
-    run (``None``/0: :data:`CPU_THREADS` on a CPU, see :func:`torch_threads`)."""
+    run (``None``/0: :data:`CPU_THREADS` on a CPU, see :func:`torch_threads`).
+    ``reuse_other_code``: serve fine-tune results made by other number-computing code
+    instead of recomputing them (the table and figure then use them too)."""
     with torch_threads(threads, device):
         return _run_experiment(cfg, out, data_dir=data_dir, download=download, device=device,
-                               amp=amp, progress=progress, figure=figure)
+                               amp=amp, progress=progress, figure=figure,
+                               reuse_other_code=reuse_other_code)
 
 
 def _run_experiment(cfg: ExperimentConfig, out: str | Path, *, data_dir, download, device,
-                    amp, progress, figure) -> RunResult:
+                    amp, progress, figure, reuse_other_code) -> RunResult:
     from .figures import plot_run
     from .table import write_table
 
@@ -600,7 +636,8 @@ def _run_experiment(cfg: ExperimentConfig, out: str | Path, *, data_dir, downloa
                  source=source, _counter=counter)
     del source
     finetune_all(cfg, out, data_dir=data_dir, download=download, device=device, amp=amp,
-                 _counter=counter)
-    table, rows = write_table(out, seeds=cfg.seeds)
-    fig = plot_run(out, seeds=cfg.seeds) if figure else None
+                 _counter=counter, reuse_other_code=reuse_other_code)
+    table, rows = write_table(out, seeds=cfg.seeds, reuse_other_code=reuse_other_code)
+    fig = (plot_run(out, seeds=cfg.seeds, reuse_other_code=reuse_other_code)
+           if figure else None)
     return RunResult(out, table, fig, rows)
