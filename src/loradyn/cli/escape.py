@@ -48,7 +48,8 @@ def _escape_body(fields: dict, radius: float, fmt: str) -> None:
     emit_rows(rows, cols, f, title, meta)
     if f == "table" and not all(res.in_regime):
         print("note: rows with in_regime = no lie outside the validated regime "
-              "(lr d / batch <= 1 and a mean flow that reaches the radius)", file=sys.stderr)
+              "(lr d / batch <= 1 in the paper's units, a mean flow that reaches the radius and "
+              "a small multiplicative noise, mult_noise <= 0.05)", file=sys.stderr)
 
 
 _EXTRA = [
