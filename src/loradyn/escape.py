@@ -73,7 +73,7 @@ REGIME_MAX_STEP_NOISE = 1.0
 MAX_EXIT_DELAY = 0.5  # reported only (no longer part of the regime)
 #: limit of ``mult_noise``, the log-variance of ``m`` that the neglected multiplicative
 #: noise accumulates over the median escape (calibrated on the validation grid)
-MAX_MULT_NOISE = 0.05
+MAX_MULT_NOISE = 0.3
 #: above this ``start_nonlinearity`` the start law is mapped through the nonlinear flow from
 #: the actual start points ``(u0, m0)`` (a grid of ``m0``) instead of projected on ``e_+``
 START_NONLINEAR_SWITCH = 1.0
@@ -275,6 +275,8 @@ class EscapeResult:
         t = np.asarray(steps, dtype=float) - 0.5
         if tab is None:
             return np.full(t.shape, np.nan)
+        if "spread" in tab:
+            return _spread_cdf(tab, t)
         x = _x_of_steps(tab, t)
         return 1.0 - _cdf_tab(tab, x)
 
@@ -299,6 +301,83 @@ def _cdf_mix(x: Array, alpha: Array, w: Array, s: float, starts: int) -> Array:
     xs = x[..., None]
     f1 = np.tensordot(ndtr((xs - alpha) / s) - ndtr((-xs - alpha) / s), w, axes=([-1], [0]))
     return np.clip(f1, 0.0, 1.0) ** starts
+
+
+#: the Gaussian convolution of the multiplicative noise is skipped where its spread at the
+#: median is below _SPREAD_MIN steps or below _SPREAD_REL of the width of the law
+#: ((q90 - q10) / 2.56): it then moves the quantiles by far less than a step (by
+#: ~ sd^2 / width); the rate correction is always applied
+_SPREAD_MIN = 0.5
+_SPREAD_REL = 0.05
+_SPREAD_CELLS = 200  # equal-probability cells of the start law in the convolution
+_SPREAD_GRID = 1500  # log grid on which the CDF of X is inverted
+
+
+def _apply_mult(tab: dict | None, sig1: float) -> None:
+    r"""Include the multiplicative noise in the law of one ``mu`` (modifies ``tab``).
+
+    :math:`\log\alpha` grows at :math:`g_{eff} = g - \sigma_1^2/2` (Ito correction of
+    :math:`E\log(1 + \eta\lambda_+ + \eta\delta)`) and takes a Gaussian fluctuation of
+    variance :math:`n\sigma_1^2` after ``n`` steps. Applied along the whole escape:
+    :math:`K \to K g/g_{eff}` (``g`` itself becomes :math:`g_{eff}`), and
+    :math:`T = K(X) + N(0, \sigma_1^2 K(X)/g_{eff}^2)`. For the convolution the law of
+    ``K(X)`` is cut into equal-probability cells (edges ``T_k``, uniform inside a cell) and
+    each cell is convolved with the Gaussian of its midpoint (:func:`_spread_cdf`).
+    """
+    if tab is None or not sig1 > 0.0:
+        return
+    g = tab["g"]
+    g_eff = g - 0.5 * sig1
+    if not g_eff > 0.0:
+        g_eff = 0.5 * g  # noise-dominated growth: outside the regime (mult_noise is large)
+    tab["K"] = tab["K"] * (g / g_eff)
+    tab["g"] = g_eff
+    tab["sig1"] = sig1
+    # cell edges of K(X): invert the CDF of X on a log grid
+    if "alpha" in tab:
+        top = float(np.max(np.abs(tab["alpha"]))) + 12.0 * tab["s"]
+    else:
+        top = abs(tab["c"]) + 14.0 * tab["sigma"]
+    lv = np.linspace(math.log(top) - 40.0, math.log(top), _SPREAD_GRID)
+    F = np.maximum.accumulate(_cdf_tab(tab, np.exp(lv)))
+    nc = _SPREAD_CELLS
+    p = np.arange(nc + 1, dtype=float) / nc
+    p[0], p[-1] = 0.1 / nc, 1.0 - 0.1 / nc
+    keep = np.concatenate([[True], np.diff(F) > 0])
+    edges = _steps_of_x(tab, np.exp(np.interp(1.0 - p, F[keep], lv[keep])))  # increasing
+    mid = 0.5 * (edges[1:] + edges[:-1])
+    sd = np.sqrt(sig1 * np.maximum(mid, 0.0)) / g_eff
+    i10, i50, i90 = (int(f * nc) for f in (0.1, 0.5, 0.9))
+    if sd[i50] < max(_SPREAD_MIN, _SPREAD_REL * (edges[i90] - edges[i10]) / 2.563):
+        return
+    tab["spread"] = (edges, sd)
+
+
+def _spread_cdf(tab: dict, t: Array) -> Array:
+    r""":math:`P(T \le t)`: uniform cells :math:`[T_k, T_{k+1}]` of probability ``1/N``, each
+    plus :math:`N(0, sd_k^2)`: :math:`\frac{sd}{T_{k+1} - T_k}[G(\frac{t - T_k}{sd}) -
+    G(\frac{t - T_{k+1}}{sd})]` with :math:`G(x) = x\Phi(x) + \varphi(x)`."""
+    edges, sd = tab["spread"]
+    t = np.asarray(t, dtype=float)[..., None]
+    lo, hi = edges[:-1], edges[1:]
+    w = np.maximum(hi - lo, 1e-9 * sd)
+    a, b = (t - lo) / sd, (t - hi) / sd
+    G = (a * ndtr(a) + np.exp(-0.5 * a * a) / math.sqrt(2.0 * math.pi)
+         - b * ndtr(b) - np.exp(-0.5 * b * b) / math.sqrt(2.0 * math.pi))
+    return np.mean(np.clip(G * sd / w, 0.0, 1.0), axis=-1)
+
+
+def _spread_quantiles(tab: dict, p: Array) -> Array:
+    """Quantiles of the convolved law by bisection on :func:`_spread_cdf`."""
+    edges, sd = tab["spread"]
+    lo = np.full(p.shape, float(edges[0] - 10.0 * sd[0]))
+    hi = np.full(p.shape, float(edges[-1] + 10.0 * sd[-1]))
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        below = _spread_cdf(tab, mid) < p
+        lo = np.where(below, mid, lo)
+        hi = np.where(below, hi, mid)
+    return 0.5 * (lo + hi)
 
 
 def _cdf_tab(tab: dict, x: Array) -> Array:
@@ -682,17 +761,29 @@ def escape_distribution(
             va = float(np.sum(t["w"] * (t["alpha"] - np.sum(t["w"] * t["alpha"])) ** 2))
             noise_fraction[i] = t["s"] ** 2 / (t["s"] ** 2 + va)
 
+    # multiplicative noise along e_+: log alpha grows at g_eff = g - sig1^2 / 2 per step and
+    # diffuses with variance sig1^2 per step (applied along the whole escape: K -> K g / g_eff
+    # and a Gaussian spread of variance sig1^2 K / g_eff^2 in steps)
+    sig1 = np.zeros(n)
+    if np.any(ok):
+        oi = np.flatnonzero(ok)
+        v_mult = _mult_var(pr, mu_arr[oi], e_u[oi], e_m[oi])
+        sig1[oi] = lr * lr * v_mult / batch / (1.0 + lr * lam[oi]) ** 2
+        for i in oi:
+            _apply_mult(tables[i], float(sig1[i]))
     q = np.full((n, len(QUANTILES)), np.nan)
     mean = np.full(n, np.nan)
     if np.any(ok):
         oi = np.flatnonzero(ok)
-        lin_rows = [i for i in oi if "alpha" not in tables[i]]
+        lin_rows = [i for i in oi if "alpha" not in tables[i] and "spread" not in tables[i]]
         if lin_rows:
             xq = _quantile_x(1.0 - np.asarray(QUANTILES), c[lin_rows], sigma[lin_rows], starts)
             for loc, i in enumerate(lin_rows):
                 q[i] = _steps_of_x(tables[i], xq[loc]) + 0.5
         for i in oi:
-            if "alpha" in tables[i]:
+            if "spread" in tables[i]:
+                q[i] = _spread_quantiles(tables[i], np.asarray(QUANTILES)) + 0.5
+            elif "alpha" in tables[i]:
                 q[i] = _steps_of_x(tables[i], _quantile_tab(tables[i],
                                                             1.0 - np.asarray(QUANTILES))) + 0.5
             mean[i] = _mean_steps(tables[i]) + 0.5
@@ -702,13 +793,9 @@ def escape_distribution(
     with np.errstate(divide="ignore"):
         tau_v = np.where(lam > 0, 1.0 / np.where(lam > 0, lam, 1.0), np.inf)
     leading = tau_v * max(0.5 * math.log(d) + math.log(radius), 0.0) / lr
-    # multiplicative noise of m (neglected): on the manifold u/m = e_u/e_m, so log|m| takes
-    # a variance eta^2 (e_u/e_m)^2 Var(g z*)/B per step; accumulated over the median escape
+    # variance of log alpha that the multiplicative noise accumulates over the median escape
     mult = np.full(n, np.nan)
-    if np.any(ok):
-        oi = np.flatnonzero(ok)
-        ratio2 = (e_u[oi] / np.where(e_m[oi] != 0, e_m[oi], 1.0)) ** 2
-        mult[oi] = lr * lr * ratio2 * _var_gz_star(pr, mu_arr[oi]) / batch * q[oi, 3]
+    mult[ok] = sig1[ok] * q[ok, 3]
     in_regime = (ok & np.all(np.isfinite(q), axis=1) & (noise_param <= REGIME_MAX_STEP_NOISE)
                  & (mult <= MAX_MULT_NOISE))
     cfg = {"problem": pr.describe(), "teacher": pr.teacher.name, "student": pr.student.name,
@@ -720,24 +807,61 @@ def escape_distribution(
                         start_nl, delay, cfg, tables, nonlinear_start, mult)
 
 
-def _var_gz_star(pr: Problem, mu: Array, nodes: int = 64) -> Array:
-    r""":math:`\mathrm{Var}(g z^*)` at the saddle (:math:`\lambda = \mu z^*`), by quadrature.
+def _mult_var(pr: Problem, mu: Array, e_u: Array, e_m: Array, nodes: int = 64) -> Array:
+    r"""Per-sample variance ``v`` of the Jacobian of the SGD step projected on :math:`e_+`.
 
-    The per-sample step of :math:`m` is :math:`-\eta u\, g (z^* - m z)`; at the saddle its
-    variance is :math:`\eta^2 u^2 \mathrm{Var}(g z^*)/B` per step (multiplicative noise).
+    Near the saddle the per-sample step is :math:`-\eta J_i x` with (``z = m z^* + \xi``)
+    :math:`J_i = [[g_0'(z^*)\,\xi^2,\ g_0 z^*], [g_0 z^*,\ 0]]`, :math:`E[J_i] = -J`. Along
+    the unstable mode the batch mean multiplies :math:`\alpha` by
+    :math:`1 + \eta\lambda_+ + \eta\,\delta_k`, :math:`\delta_k` of variance ``v / B`` with
+
+    .. math::
+
+        v = \mathrm{Var}(e_{+,u}^2 g_0'\xi^2 + 2 e_{+,u}e_{+,m} g_0 z^*)
+          = e_{+,u}^4 (3E[g_0'^2] - a^2) + 4e_{+,u}^3 e_{+,m}(E[g_0' g_0 z^*] - ab)
+          + 4 e_{+,u}^2 e_{+,m}^2 (E[g_0^2 z^{*2}] - b^2),
+
+    (:math:`E[\xi^2] = 1`, :math:`E[\xi^4] = 3`, odd moments of :math:`\xi` vanish, so it
+    is uncorrelated with the additive noise :math:`g_0\xi`). :math:`g_0' = \sigma'^2 +
+    (\sigma - y)\sigma''` (``mse``) or :math:`-y\sigma''` (``correlation``) at
+    :math:`\lambda = \mu z^*`; :math:`\sigma''` from ``d2f`` (a central difference of ``df``
+    where it is not given; the delta part of a kink is dropped). 1-D quadrature in
+    :math:`z^*`; closed form for ReLU-ReLU (:math:`g_0' = 1[z^* > 0]`,
+    :math:`g_0 = -(1-\mu)z^*1[z^*>0]`).
     """
     mu = np.asarray(mu, dtype=float)
-    if _is_relu_pair(pr):  # g z* = -(1 - mu) z*^2 1[z* > 0]: E = -(1-mu)/2, E[.^2] = 3(1-mu)^2/2
-        return 1.25 * (1.0 - mu) ** 2
-    rule = rule_2d(mu, np.zeros_like(mu), pr.teacher.kinks, pr.student.kinks, nodes)
-    zs = rule.zs
-    lam = mu[..., None, None] * zs
-    y = pr.target.y(zs)
-    ds = pr.student.df(lam)
-    g = (pr.student.f(lam) - y) * ds if pr.loss == "mse" else -y * ds
-    e1 = np.sum(rule.w * g * zs, axis=(-2, -1))
-    e2 = np.sum(rule.w * g * g * zs * zs, axis=(-2, -1))
-    return np.maximum(e2 - e1 * e1, 0.0)
+    if _is_relu_pair(pr):
+        om = 1.0 - mu
+        e_a, e_ab, e_b = 1.25 * np.ones_like(mu), -0.25 * om, 1.25 * om * om
+    else:
+        rule = rule_2d(mu, np.zeros_like(mu), pr.teacher.kinks, pr.student.kinks, nodes)
+        # 1-D in z*: sum the weights over the inner variable
+        zs, w = rule.zs[..., 0], np.sum(rule.w, axis=-1)
+        lam = mu[..., None] * zs
+        y = pr.target.y(zs)
+        st = pr.student
+        ds = st.df(lam)
+        if st.d2f is not None:
+            d2 = st.d2f(lam)
+        else:
+            hh = 1e-5 * np.maximum(1.0, np.abs(lam))
+            d2 = (st.df(lam + hh) - st.df(lam - hh)) / (2.0 * hh)
+        if pr.loss == "mse":
+            g = (st.f(lam) - y) * ds
+            gp = ds * ds + (st.f(lam) - y) * d2
+        else:
+            g = -y * ds
+            gp = -y * d2
+
+        def ex(q: Array) -> Array:
+            return np.sum(w * q, axis=-1)
+
+        a0, b0 = ex(gp), ex(g * zs)
+        e_a = 3.0 * ex(gp * gp) - a0 * a0
+        e_ab = ex(gp * g * zs) - a0 * b0
+        e_b = ex(g * g * zs * zs) - b0 * b0
+    v = (e_u ** 4 * e_a + 4.0 * e_u ** 3 * e_m * e_ab + 4.0 * e_u ** 2 * e_m ** 2 * e_b)
+    return np.maximum(v, 0.0)
 
 
 def _nonlinear_start(
