@@ -14,7 +14,7 @@ import sys
 import typer
 
 from ..config import RunConfig
-from ..escape import QUANTILE_NAMES, escape_distribution
+from ..escape import MAX_MULT_NOISE, QUANTILE_NAMES, escape_distribution
 from ..params import cli_command, declared
 from ._app import app
 from ._outputs import check_format, emit_rows
@@ -49,7 +49,8 @@ def _escape_body(fields: dict, radius: float, fmt: str) -> None:
     if f == "table" and not all(res.in_regime):
         print("note: rows with in_regime = no lie outside the validated regime "
               "(lr d / batch <= 1 in the paper's units, a mean flow that reaches the radius and "
-              "a small multiplicative noise, mult_noise <= 0.05)", file=sys.stderr)
+              f"a moderate multiplicative noise, mult_noise <= {MAX_MULT_NOISE:g})",
+              file=sys.stderr)
 
 
 _EXTRA = [
