@@ -63,7 +63,11 @@ def test_mean_and_quantiles_agree_with_monte_carlo_of_the_same_law():
     rng = np.random.default_rng(1)
     a = rng.normal(tab["c"], tab["sigma"], size=(400_000, 2))
     from loradyn.escape import _steps_of_x
-    t = _steps_of_x(tab, np.abs(a).max(axis=1)) + 0.5
+    t = _steps_of_x(tab, np.abs(a).max(axis=1))
+    if "spread" in tab:  # the multiplicative noise: inverse Gaussian first passage (part 6)
+        g_eff, sig1 = tab["spread"][1], tab["spread"][2]
+        t = rng.wald(t, t * t * g_eff * g_eff / sig1)
+    t = t + 0.5
     assert abs(t.mean() / r.mean[0] - 1) < 3e-3
     np.testing.assert_allclose(np.quantile(t, QUANTILES), r.quantiles[0], rtol=3e-3)
     # and the CDF used by the KS test is the law of the quantiles

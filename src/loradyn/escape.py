@@ -319,7 +319,7 @@ def _cdf_mix(x: Array, alpha: Array, w: Array, s: float, starts: int) -> Array:
 _SPREAD_MIN = 0.5
 _SPREAD_REL = 0.05
 _SPREAD_CELLS = 300  # equal-probability points of the start law in the mixture
-_SPREAD_GRID = 1500  # log grid on which the CDF of X is inverted
+_SPREAD_GRID = 400  # log grid (16 e-folds below the top) on which the CDF of X is inverted
 
 
 def _apply_mult(tab: dict | None, sig1: float) -> None:
@@ -348,7 +348,7 @@ def _apply_mult(tab: dict | None, sig1: float) -> None:
         top = float(np.max(np.abs(tab["alpha"]))) + 12.0 * tab["s"]
     else:
         top = abs(tab["c"]) + 14.0 * tab["sigma"]
-    lv = np.linspace(math.log(top) - 40.0, math.log(top), _SPREAD_GRID)
+    lv = np.linspace(math.log(top) - 16.0, math.log(top), _SPREAD_GRID)
     F = np.maximum.accumulate(_cdf_tab(tab, np.exp(lv)))
     nc = _SPREAD_CELLS
     p = (np.arange(nc) + 0.5) / nc
@@ -370,20 +370,28 @@ def _spread_cdf(tab: dict, t: Array) -> Array:
     \Phi(\frac{-\mu t - L}{\sigma_1\sqrt t})` (the second term in logs).
     """
     K, mu_, s2 = tab["spread"]
-    t = np.maximum(np.asarray(t, dtype=float), 1e-12)[..., None]
+    t_in = np.asarray(t, dtype=float)
+    t = np.clip(np.nan_to_num(t_in, posinf=1e300), 1e-12, 1e300)[..., None]
     L = mu_ * K
     st = np.sqrt(s2 * t)
     f = ndtr((mu_ * t - L) / st) + np.exp(np.minimum(2.0 * mu_ * L / s2
                                                       + log_ndtr((-mu_ * t - L) / st), 0.0))
-    return np.mean(np.clip(f, 0.0, 1.0), axis=-1)
+    out = np.mean(np.clip(f, 0.0, 1.0), axis=-1)
+    return np.where(t_in == np.inf, 1.0, np.where(t_in == -np.inf, 0.0, out))
 
 
 def _spread_quantiles(tab: dict, p: Array) -> Array:
-    """Quantiles of the law with the multiplicative noise (bisection on :func:`_spread_cdf`)."""
+    """Quantiles of the law with the multiplicative noise: the CDF on a grid of steps (the
+    points ``K_j`` and the tails) brackets each level, 12 bisections refine it (to 1/4096 of
+    a grid interval)."""
     K, mu_, s2 = tab["spread"]
-    lo = np.zeros(p.shape)
-    hi = np.full(p.shape, float(K[-1] + 12.0 * math.sqrt(s2 * K[-1]) / mu_ + 10.0))
-    for _ in range(44):
+    sd_top = math.sqrt(s2 * K[-1]) / mu_
+    grid = np.unique(np.concatenate([[1e-9, max(K[0] - 6.0 * math.sqrt(s2 * K[0]) / mu_, 1e-9)],
+                                     K[::3], [K[-1] + 3.0 * sd_top, K[-1] + 12.0 * sd_top + 10.0]]))
+    F = _spread_cdf(tab, grid)
+    k = np.clip(np.searchsorted(F, p), 1, grid.size - 1)
+    lo, hi = grid[k - 1], grid[k]
+    for _ in range(12):
         mid = 0.5 * (lo + hi)
         below = _spread_cdf(tab, mid) < p
         lo = np.where(below, mid, lo)
