@@ -382,7 +382,7 @@ def _spread_cdf(tab: dict, t: Array) -> Array:
 
 def _spread_quantiles(tab: dict, p: Array) -> Array:
     """Quantiles of the law with the multiplicative noise: the CDF on a grid of steps (the
-    points ``K_j`` and the tails) brackets each level, 12 bisections refine it (to 1/4096 of
+    points ``K_j`` and the tails) brackets each level, 20 bisections refine it (to 1e-6 of
     a grid interval)."""
     K, mu_, s2 = tab["spread"]
     sd_top = math.sqrt(s2 * K[-1]) / mu_
@@ -391,7 +391,7 @@ def _spread_quantiles(tab: dict, p: Array) -> Array:
     F = _spread_cdf(tab, grid)
     k = np.clip(np.searchsorted(F, p), 1, grid.size - 1)
     lo, hi = grid[k - 1], grid[k]
-    for _ in range(12):
+    for _ in range(20):
         mid = 0.5 * (lo + hi)
         below = _spread_cdf(tab, mid) < p
         lo = np.where(below, mid, lo)
