@@ -452,3 +452,21 @@ def test_finetune_store_reuses_recomputes_other_code_and_heals(tmp_path, monkeyp
     assert rows2 == rows
     T.finetune(cfg, out, 1, 0, device="cpu")
     assert count["n"] == 6 and path.exists() and legacy.exists()
+
+
+def test_pretraining_of_other_code_is_redone_unless_reused(tmp_path, monkeypatch):
+    """A finished pre-training made by other number-computing code is redone (same
+    numbers: the code did not change); with reuse_other_code it is served as it is."""
+    cfg = tiny(seeds=(0,), pt_epochs=2, ft_epochs=1)
+    out = tmp_path / "run"
+    first = T.pretrain(cfg, out, 0, device="cpu")
+    count = _count_training(monkeypatch)
+    T.pretrain(cfg, out, 0, device="cpu")
+    assert count["n"] == 0  # finished, this code: served
+    hist = T.pretrain_dir(out, 0) / "history.nc"
+    _made_by_other_code(hist)
+    kept = T.pretrain(cfg, out, 0, device="cpu", reuse_other_code=True)
+    assert count["n"] == 0 and kept.attrs["code_hash"] == "0" * 16
+    redone = T.pretrain(cfg, out, 0, device="cpu")
+    assert count["n"] == 2 and redone.attrs["code_hash"] == code_hash()
+    np.testing.assert_array_equal(redone["test_acc"].values, first["test_acc"].values)

@@ -39,8 +39,8 @@ AMP = typer.Option(None, "--amp/--no-amp", help="bf16 autocast (default: on with
 THREADS = typer.Option(0, "--threads",
                        help="torch CPU threads (0: automatic, 1 on a CPU; see docs/vit.md)")
 REUSE = typer.Option(False, "--reuse-other-code",
-                     help="Serve stored fine-tune results made by another version of the "
-                          "number-computing code instead of recomputing them.")
+                     help="Serve stored results (pre-trainings, fine-tunes) made by another "
+                          "version of the number-computing code instead of recomputing them.")
 
 
 def _requires_torch() -> None:
@@ -166,7 +166,7 @@ def pretrain_cmd(
     preset: str = PRESET, scale: str = SCALE, config: Path = CONFIG,
     seed: int = typer.Option(None, "--seed", help="pre-training seed (default: the config's)"),
     out: str = OUT, data_dir: Path = DATA, download: bool = DOWNLOAD, device: str = DEVICE,
-    amp: bool = AMP, threads: int = THREADS,
+    amp: bool = AMP, threads: int = THREADS, reuse_other_code: bool = REUSE,
 ) -> None:
     """Pre-train on the source task and save the checkpoints (resumable)."""
     _requires_torch()
@@ -177,7 +177,7 @@ def pretrain_cmd(
     cfg = _config(preset, scale, config, None)
     with _bar(f"pretrain {cfg.name}", threads) as update, torch_threads(threads, device):
         ds = pretrain(cfg, out, seed, data_dir=data_dir, download=download, device=device,
-                      amp=amp, progress=update)
+                      amp=amp, progress=update, reuse_other_code=reuse_other_code)
     p = int(ds.attrs["pretrain_seed"])
     for c in cfg.pretrain.checkpoints:
         acc = 100 * float(ds["test_acc"].sel(epoch=c))

@@ -242,8 +242,13 @@ def pretrain(
     progress: Progress | None = None,
     source: TaskData | None = None,
     _counter: _Counter | None = None,
+    reuse_other_code: bool = False,
 ) -> xr.Dataset:
     """Pre-train the ViT on the source task and save the checkpoints (resumable).
+
+    A finished pre-training is reused when its ``history.nc`` was made by the current
+    number-computing code (:func:`loradyn.store.code_hash`) or ``reuse_other_code`` is set;
+    otherwise it is redone (checkpoints overwritten), and so is a resume state of other code.
 
     AdamW (``lr``, ``weight_decay`` on all parameters) with a per-step learning-rate
     factor :func:`_cosine`; cross-entropy loss. After every epoch the source test accuracy
@@ -261,9 +266,13 @@ def pretrain(
     counter = _counter or _Counter(pt.epochs, progress)
     if hist_path.exists() and all(checkpoint_path(out, pseed, e).exists() for e in pt.checkpoints):
         done = _pretrain_done(out, pseed, pt.epochs, pt.checkpoints)
-        if done is not None:
+        if done is not None and (reuse_other_code or done.attrs.get("code_hash") == code_hash()):
             counter.add(pt.epochs, f"pretrain seed {pseed}: done")
             return done
+        if done is not None:
+            log.warning("pre-training seed %d was made by other number-computing code: "
+                        "redone (pass --reuse-other-code to keep it)", pseed)
+            hist_path.unlink(missing_ok=True)
     d.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device)
     amp = (dev.type == "cuda") if amp is None else amp
@@ -285,6 +294,11 @@ def pretrain(
     if state_path.exists():
         st = _try_torch(state_path, ("model", "opt", "sched", "hist", "epoch"), dev,
                         f"pre-training seed {pseed} restarts from epoch 0")
+        if st is not None and st.get("code_hash") != code_hash():
+            log.info("pre-training seed %d: the resume state was saved by other "
+                     "number-computing code; restarting from epoch 0", pseed)
+            state_path.unlink(missing_ok=True)
+            st = None
     if st is not None:
         try:
             model.load_state_dict(st["model"])
@@ -323,7 +337,8 @@ def pretrain(
         if epoch in pt.checkpoints:
             _save_checkpoint(model, out, pseed, epoch, acc, loss)
         _atomic_torch_save({"model": model.state_dict(), "opt": opt.state_dict(),
-                            "sched": sched.state_dict(), "hist": hist, "epoch": epoch},
+                            "sched": sched.state_dict(), "hist": hist, "epoch": epoch,
+                            "code_hash": code_hash()},
                            state_path)
         counter.add(1, f"pretrain seed {pseed}: epoch {epoch}/{pt.epochs}, "
                        f"source acc {100 * acc:.1f}%")
@@ -333,7 +348,8 @@ def pretrain(
         attrs={"config": cfg.to_json(), "pretrain_seed": pseed,
                "checkpoints": json.dumps(list(pt.checkpoints)), "device": str(dev)},
     )
-    save_netcdf(ResultStore.stamp(ds, cfg.work_key()), hist_path)
+    ds = ResultStore.stamp(ds, cfg.work_key())  # returned as a rerun will read it back
+    save_netcdf(ds, hist_path)
     state_path.unlink(missing_ok=True)
     return ds
 
@@ -633,7 +649,7 @@ def _run_experiment(cfg: ExperimentConfig, out: str | Path, *, data_dir, downloa
         if not (pretrain_dir(out, p) / "history.nc").exists() and source is None:
             source = load_task(cfg.source, data_dir, download)
         pretrain(cfg, out, p, data_dir=data_dir, download=download, device=device, amp=amp,
-                 source=source, _counter=counter)
+                 source=source, _counter=counter, reuse_other_code=reuse_other_code)
     del source
     finetune_all(cfg, out, data_dir=data_dir, download=download, device=device, amp=amp,
                  _counter=counter, reuse_other_code=reuse_other_code)
