@@ -135,6 +135,21 @@ def test_nonlinear_start_reduces_to_the_linear_law(monkeypatch):
     np.testing.assert_allclose(fixed.quantiles, lin.quantiles, rtol=1.5e-2)
 
 
+def _check_against_the_reduced_engine(pred, act, mu, d, lr, batch):
+    """The targets of issue 15 on one cell: 400 seeds of the exact reduced engine; median
+    within 10%, q10 and q90 within 15%, one-sample KS (uniform jitter) not rejected at 1%."""
+    steps = int(1.6 * pred.quantiles[0, -1]) + 20
+    ds = simulate(RunConfig(teacher=act, mu=[mu], d=d, lr=lr, batch=batch, steps=steps,
+                            seeds=400, record_every=steps))
+    e = ds.escape_step.values[0].astype(float)
+    e[e < 0] = np.inf
+    sim = np.quantile(e, QUANTILES)
+    assert abs(pred.quantiles[0, 3] / sim[3] - 1) < 0.10
+    assert np.all(np.abs(pred.quantiles[0, [1, 5]] / sim[[1, 5]] - 1) < 0.15)
+    jit = e - np.random.default_rng(0).random(e.size)
+    assert stats.kstest(jit, lambda t: pred.cdf(0, t)).pvalue > 0.01
+
+
 def test_relu_small_mu_nonlinear_start_agrees_with_the_reduced_engine():
     """ReLU at mu = 0.05: u0 = 1/sqrt(d) is as large as mu, the start is far off the
     unstable manifold. The law comes from the flow integrated from (u0, m0); it is narrow
@@ -145,16 +160,7 @@ def test_relu_small_mu_nonlinear_start_agrees_with_the_reduced_engine():
     # the kinked student switches at start_nonlinearity 0.25, the smooth ones at 1
     r = escape_distribution("relu", [0.2, 0.6], d=1000, lr=0.2, batch=500)
     assert list(r.nonlinear_start) == [True, False] and r.start_nonlinearity[0] < 1.0
-    steps = int(1.6 * pred.quantiles[0, -1]) + 20
-    ds = simulate(RunConfig(teacher="relu", mu=[0.05], d=d, lr=lr, batch=batch, steps=steps,
-                            seeds=400, record_every=steps))
-    e = ds.escape_step.values[0].astype(float)
-    e[e < 0] = np.inf
-    sim = np.quantile(e, QUANTILES)
-    assert abs(pred.quantiles[0, 3] / sim[3] - 1) < 0.10
-    assert np.all(np.abs(pred.quantiles[0, [1, 5]] / sim[[1, 5]] - 1) < 0.15)
-    jit = e - np.random.default_rng(0).random(e.size)
-    assert stats.kstest(jit, lambda t: pred.cdf(0, t)).pvalue > 0.01
+    _check_against_the_reduced_engine(pred, "relu", 0.05, d, lr, batch)
 
 
 def test_relu_closed_form_flow_matches_the_quadrature():
@@ -182,16 +188,7 @@ def test_agrees_with_the_reduced_engine_linear(mu):
     """Small subset of scripts/escape_validation.py: linear (Gram sampler), d = 300."""
     d, lr, batch = 300, 0.2, 60  # lr d / B = 1
     pred = escape_distribution("linear", [mu], d=d, lr=lr, batch=batch)
-    steps = int(1.6 * pred.quantiles[0, -1]) + 20
-    ds = simulate(RunConfig(teacher="linear", mu=[mu], d=d, lr=lr, batch=batch, steps=steps,
-                            seeds=400, record_every=steps))
-    e = ds.escape_step.values[0].astype(float)
-    e[e < 0] = np.inf
-    sim = np.quantile(e, QUANTILES)
-    assert abs(pred.quantiles[0, 3] / sim[3] - 1) < 0.10
-    assert np.all(np.abs(pred.quantiles[0, [1, 5]] / sim[[1, 5]] - 1) < 0.15)
-    jit = e - np.random.default_rng(0).random(e.size)
-    assert stats.kstest(jit, lambda t: pred.cdf(0, t)).pvalue > 0.01
+    _check_against_the_reduced_engine(pred, "linear", mu, d, lr, batch)
 
 
 def test_bad_input_is_a_loradyn_error():
