@@ -61,6 +61,13 @@ RADIUS = 0.5
 NS_PER_SAMPLE = 90e-9
 S_PER_TRAJ_STEP = 2e-6
 S_PER_GRAM_STEP = 3e-6  # Gram sampler (linear), per trajectory-step
+#: where the quantile targets apply (x <= 1), a cell gets enough seeds that the standard error
+#: of its simulated q10, q50 and q90 is at most this fraction of the tolerance (15 %, 10 %,
+#: 15 %): a cell whose prediction is exact then fails a target by chance with probability
+#: P(|Z| > 4) = 6e-5 per quantile (about 5 % over the ~830 checks of the grid)
+SE_OF_TOLERANCE = 0.25
+MAX_SEEDS = 4000
+TOLERANCE = {1: (0.10, 0.15), 3: (0.50, 0.10), 5: (0.90, 0.15)}  # column: (level, tolerance)
 
 
 def lr_for(act: str) -> float:
@@ -105,6 +112,25 @@ def predict(c: dict):
                                radius=RADIUS)
 
 
+def required_seeds(c: dict, pred) -> int:
+    """Seeds of a cell: the issue's minimum (``c["seeds"]``: 400 where d <= 1000, else 200) or,
+    where the quantile targets apply (``x <= 1``), enough that the standard error of each
+    simulated quantile, ``sqrt(p (1 - p) / n) / f(q_p)`` with the *predicted* density ``f``
+    (decided before simulating), is at most ``SE_OF_TOLERANCE`` times its relative tolerance;
+    at most ``MAX_SEEDS``."""
+    n = int(c["seeds"])
+    q = np.asarray(pred.quantiles[0], dtype=float)
+    if c["x"] > 1 or not np.all(np.isfinite(q)):
+        return n
+    for j, (p, tol) in TOLERANCE.items():
+        h = 0.01 * q[j]
+        f = float(pred.cdf(0, np.array([q[j] + h]))[0] - pred.cdf(0, np.array([q[j] - h]))[0])
+        f /= 2.0 * h
+        if f > 0:
+            n = max(n, math.ceil(p * (1.0 - p) / (f * q[j] * tol * SE_OF_TOLERANCE) ** 2))
+    return min(n, MAX_SEEDS)
+
+
 def cap_for(c: dict, pred) -> int:
     """Steps simulated: 1.6 q95 + 20 of the prediction (2 q95 + 20 where lr d / B > 1, the
     noise-driven side), else 4 times Prop. 1 (+ 50)."""
@@ -117,12 +143,13 @@ def cap_for(c: dict, pred) -> int:
 
 def cost(c: dict, pred) -> float:
     """Estimated seconds of the simulation of one cell."""
-    steps = cap_for(c, pred)
+    steps = c["cap"] if "cap" in c else cap_for(c, pred)
     if steps == 0:
         return 0.0
     if c["act"] == "linear":
-        return steps * c["seeds"] * S_PER_GRAM_STEP + 1.0
-    return steps * c["seeds"] * (c["batch"] * NS_PER_SAMPLE + S_PER_TRAJ_STEP) + 1.0
+        return steps * c.get("n_run", c["seeds"]) * S_PER_GRAM_STEP + 1.0
+    return steps * c.get("n_run", c["seeds"]) * (c["batch"] * NS_PER_SAMPLE
+                                                  + S_PER_TRAJ_STEP) + 1.0
 
 
 def run_cell(c: dict) -> dict:
@@ -141,8 +168,9 @@ def run_cell(c: dict) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ds = simulate(RunConfig(teacher=c["act"], mu=[c["mu"]], d=c["d"], lr=c["lr"],
-                                batch=c["batch"], steps=steps, seeds=c["seeds"],
-                                record_every=steps, threshold=RADIUS))
+                                batch=c["batch"], steps=steps, seeds=c.get("n_run", c["seeds"]),
+                                seed0=c.get("seed0", 0), record_every=steps,
+                                threshold=RADIUS))
     e = np.asarray(ds.escape_step.values[0], dtype=np.int64)
     div = ds.diverged.values[0]
     out["sim_seconds"] = time.perf_counter() - t0
@@ -249,7 +277,7 @@ def markdown(results: list[dict], skipped: list[dict], missing: list[dict] | Non
     lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in results:
         head = (f"| {r['act']} | {r['mu']:g} | {r['d']} | {r['x']:g} | {r['batch']} | "
-                f"{r['seeds']} |")
+                f"{len(r['raw'])} |")
         if r.get("status") != "done":
             if r.get("status", "").startswith("not simulated"):
                 lines.append(f"{head} - | - | - | - | - | - | - | outside: {r['status']} |")
@@ -300,6 +328,11 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--seeds", type=int, default=None, help="seeds per cell (default 400/200)")
     ap.add_argument("--dry-run", action="store_true", help="only print the cells that fit")
+    ap.add_argument("--planned-only", action="store_true",
+                    help="only run the cells an earlier pass planned but did not finish (those "
+                         "neither stored nor listed as skipped)")
+    ap.add_argument("--extend-only", action="store_true",
+                    help="only add the seeds that stored cells lack (no new cells)")
     ap.add_argument("--write", action="store_true", help="only write the table to docs/theory.md")
     args = ap.parse_args()
     out = Path(args.out)
@@ -327,13 +360,33 @@ def main() -> None:
         return
     t_start = time.perf_counter()
     cells = grid(args.grid, args.seeds)
+    skipped_before = ({key(c) for c in json.loads(skipped_path.read_text())}
+                      if skipped_path.exists() else set())
     todo, preds = [], {}
     for c in cells:
-        if (out / f"{key(c)}.json").exists():
+        path = out / f"{key(c)}.json"
+        if path.exists():
+            # a stored cell with fewer seeds than the rule asks for gets the missing seeds
+            # (seed i is the same trajectory whatever the number of seeds: extending is a
+            # fresh run with more seeds), with the cap it was simulated with
+            r = json.loads(path.read_text())
+            if r.get("status") != "simulated" or "raw" not in r:
+                continue
+            preds[key(c)] = p = predict(r)
+            have = len(r["raw"])
+            extra = required_seeds(r, p) - have
+            if extra > 0:
+                ext = {k: v for k, v in r.items() if k not in ("raw", "status")}
+                ext.update(n_run=extra, seed0=have, extend=True)
+                ext["cost"] = cost(ext, p)
+                todo.append(ext)
+            continue
+        if args.extend_only or (args.planned_only and key(c) in skipped_before):
             continue
         preds[key(c)] = p = predict(c)
-        c["cost"] = cost(c, p)
         c["cap"] = cap_for(c, p)
+        c["n_run"] = required_seeds(c, p)
+        c["cost"] = cost(c, p)
         todo.append(c)
     todo.sort(key=lambda c: c["cost"])
     total, keep, skipped = 0.0, [], []
@@ -358,7 +411,9 @@ def main() -> None:
           f"predictions took {time.perf_counter() - t_start:.0f} s", flush=True)
     if args.dry_run:
         for c in keep:
-            print(f"  {key(c)} B={c['batch']} cap={c['cap']} est {c['cost']:.1f} s")
+            what = "more seeds" if c.get("extend") else "new"
+            print(f"  {key(c)} B={c['batch']} cap={c['cap']} {what}: {c['n_run']} seeds "
+                  f"est {c['cost']:.1f} s")
         return
     t0 = time.perf_counter()
     cpu_cells = 0.0
@@ -367,8 +422,18 @@ def main() -> None:
         for f in as_completed(futs):
             c = futs[f]
             r = f.result()
-            _write_json(out / f"{key(c)}.json", r)
             cpu_cells += r.get("sim_cpu_seconds", 0.0)
+            if c.get("extend"):  # append the new seeds to the stored ones
+                path = out / f"{key(c)}.json"
+                base = json.loads(path.read_text())
+                base["raw"] = base["raw"] + r["raw"]
+                base["diverged"] = base.get("diverged", 0) + r.get("diverged", 0)
+                for k_ in ("sim_seconds", "sim_cpu_seconds"):
+                    base[k_] = base.get(k_, 0.0) + r.get(k_, 0.0)
+                base.setdefault("extensions", []).append(
+                    {"seed0": c["seed0"], "seeds": c["n_run"]})
+                r = base
+            _write_json(out / f"{key(c)}.json", r)
             ev = evaluate(r, preds[key(c)])
             msg = ev.get("status")
             if msg == "done":

@@ -103,8 +103,9 @@ def test_outside_regime_is_flagged():
     # He3 at small batch: the multiplicative noise (eta^2/B per step) accumulates a large
     # variance of log alpha, beyond what the validation supports
     from loradyn.escape import MAX_MULT_NOISE
-    small = escape_distribution("he3", [0.2, 0.8], d=300, lr=0.2 / 18, batch=60)
-    large = escape_distribution("he3", [0.2, 0.8], d=300, lr=0.2 / 18, batch=600)
+    # (d = 100, B = 20: lr d / B = 1 in the paper's units, mult_noise ~ 1.4 at mu = 0.8)
+    small = escape_distribution("he3", [0.2, 0.8], d=100, lr=0.2 / 18, batch=20)
+    large = escape_distribution("he3", [0.2, 0.8], d=100, lr=0.2 / 18, batch=200)
     assert small.mult_noise[1] > MAX_MULT_NOISE > large.mult_noise[1]
     assert list(small.in_regime) == [True, False] and list(large.in_regime) == [True, True]
     # the regime's noise parameter is in the paper's units: K! K lr d / B = 18 lr d / B for He3
