@@ -329,3 +329,19 @@ def test_mult_law_matches_monte_carlo_of_the_scalar_recursion():
     # without the correction the median would be off by much more than that
     no = np.quantile(np.log(A / np.abs(rng.normal(0.0, s, n))) / g, 0.5) + 0.5
     assert abs(no / sim[3] - 1) > 0.06
+
+
+def test_fig15_median_ci_with_censored_seeds():
+    # a censored seed (no escape within the cap) is inf: it sorts last, and the
+    # order-statistic interval of the median stays finite while few seeds are censored
+    from loradyn.reproduce.fig15 import median_ci
+
+    rng = np.random.default_rng(3)
+    x = rng.exponential(50.0, 400)
+    lo, hi = median_ci(x)
+    x_cens = x.copy()
+    x_cens[np.argsort(x)[-5:]] = np.inf  # the 5 slowest seeds did not escape
+    assert median_ci(x_cens) == (lo, hi)
+    assert lo < np.median(x) < hi and np.isfinite(hi)
+    x_cens[np.argsort(x)[-250:]] = np.inf  # most censored: the upper end is unknown
+    assert median_ci(x_cens)[1] == np.inf

@@ -22,7 +22,7 @@ from ..escape import QUANTILES, escape_distribution
 from . import _common as C
 from .registry import VERDICTS, Claim, FigureContext, FigureOutput, register
 
-ESTIMATE = {"test": 4.0, "quick": 7.8, "paper": 300.0}
+ESTIMATE = {"test": 4.0, "quick": 40.0, "paper": 300.0}
 ACTS = ("linear", "erf", "relu", "sigmoid")
 TOL = 0.10
 RADIUS = 0.5
@@ -33,7 +33,7 @@ def settings(scale: str) -> dict:
         scale,
         test=dict(d=1000, batch=500, lr=0.2, seeds=12, band=5,
                   mus={"linear": (0.1, 0.5), "erf": (0.1,), "relu": (), "sigmoid": ()}),
-        quick=dict(d=1000, batch=500, lr=0.2, seeds=32, band=5,
+        quick=dict(d=1000, batch=500, lr=0.2, seeds=400, band=5,
                    mus={"linear": (0.1, 0.4, 0.7), "erf": (0.05, 0.2),
                         "relu": (0.1, 0.3), "sigmoid": (0.05,)}),
         paper=dict(d=1000, batch=500, lr=0.2, seeds=200, band=24,
@@ -101,8 +101,10 @@ def make(ctx: FigureContext) -> FigureOutput:
             ax.legend(fontsize=6)
         ratios, lo_r, hi_r = [], [], []
         for j, mu in enumerate(mus):
-            row = esc[j][np.isfinite(esc[j])]
-            a, b = median_ci(esc[j]) if row.size == esc[j].size else (np.nan, np.inf)
+            # a censored seed (no escape within the cap) is only known to lie above it: inf
+            # sorts last, so the order-statistic interval stays exact unless its upper end
+            # falls among the censored seeds (then it is inf)
+            a, b = median_ci(esc[j])
             p = float(pred_q[j, 3])
             ratios.append(p / sim_q[j, 3])
             lo_r.append(p / b if np.isfinite(b) else 0.0)
