@@ -12,6 +12,13 @@ censored, no escape before the cap) with the cap, in one JSON file per cell in `
 (atomic; a rerun skips finished cells). Cells whose estimated cost exceeds the budget are
 skipped, most expensive (high mu, large d, small lr d / B) first, and listed.
 
+Seeds: the issue's minimum (400 where d <= 1000, else 200) or, where the quantile targets
+apply (lr d / B <= 1), enough that the standard error of the simulated q10, q50 and q90 is
+at most a quarter of its tolerance, from the *predicted* density (``required_seeds``).
+``--extend-only`` gives stored cells the seeds they lack (seed i is the same trajectory
+whatever the number of seeds, so this equals a fresh run with more seeds);
+``--planned-only`` runs only the cells an interrupted pass had planned.
+
 ``--write`` recomputes everything from the stored raw steps with the *current* prediction
 code (so the grid can run while the prediction improves): the predicted quantiles, the
 regime flag and diagnostics, the simulated quantiles q10/q50/q90 (a censored seed counts
@@ -64,7 +71,7 @@ S_PER_GRAM_STEP = 3e-6  # Gram sampler (linear), per trajectory-step
 #: where the quantile targets apply (x <= 1), a cell gets enough seeds that the standard error
 #: of its simulated q10, q50 and q90 is at most this fraction of the tolerance (15 %, 10 %,
 #: 15 %): a cell whose prediction is exact then fails a target by chance with probability
-#: P(|Z| > 4) = 6e-5 per quantile (about 5 % over the ~830 checks of the grid)
+#: P(|Z| > 4) = 6e-5 per quantile (about 5 % over the ~890 checks of the grid)
 SE_OF_TOLERANCE = 0.25
 MAX_SEEDS = 4000
 TOLERANCE = {1: (0.10, 0.15), 3: (0.50, 0.10), 5: (0.90, 0.15)}  # column: (level, tolerance)
