@@ -128,12 +128,34 @@ def hermite_activation(coeffs: Array | list[float], name: str | None = None) -> 
     label = name or "+".join(f"{v:g}*he{k}" for k, v in enumerate(c) if v != 0) or "zero"
     return Activation(
         name=label,
-        f=lambda x, c=c: H.hermeval(x, c),
-        df=lambda x, c=dc: H.hermeval(x, c),
-        d2f=lambda x, c=d2c: H.hermeval(x, c),
+        f=_series(c),
+        df=_series(dc),
+        d2f=_series(d2c),
         parity=parity,
         hermite=tuple(float(v) for v in c),
     )
+
+
+#: up to this degree a Hermite series is evaluated by Horner's rule in the power basis (its
+#: coefficients are small integers times the series' ones, so no cancellation beyond a few
+#: ulps on the quadrature's range); higher degrees keep the stable Clenshaw recursion
+_HORNER_MAX_DEGREE = 6
+
+
+def _series(c: np.ndarray) -> Callable[[Array], Array]:
+    """``x -> sum_k c_k He_k(x)``: Horner's rule for low degree, else ``hermeval``."""
+    if c.size - 1 > _HORNER_MAX_DEGREE:
+        return lambda x, c=c: H.hermeval(x, c)
+    pc = tuple(float(v) for v in H.herme2poly(c)[::-1])  # highest power first
+
+    def f(x: Array, pc: tuple = pc) -> Array:
+        x = np.asarray(x, dtype=float)
+        out = np.full(x.shape, pc[0])
+        for a in pc[1:]:
+            out = out * x + a
+        return out[()] if out.ndim == 0 else out  # a scalar for a scalar, as hermeval
+
+    return f
 
 
 def _he(k: int, norm: bool) -> Activation:

@@ -23,6 +23,9 @@ def check_mu(mu: object, *, allow_zero: bool = True) -> None:
     """Raise :class:`LoradynError` unless every ``mu`` lies in [0, 1]."""
     import numpy as np
 
+    if (isinstance(mu, np.ndarray) and mu.dtype == np.float64 and mu.size
+            and (mu.min() > 0.0 or (allow_zero and mu.min() == 0.0)) and mu.max() <= 1.0):
+        return  # fast path for the library's own calls in hot loops (NaN fails the tests)
     if isinstance(mu, str | bytes) or mu is None:
         raise LoradynError(f"mu = {mu!r} is not a number: give mu in [0, 1] or a list of them")
     try:

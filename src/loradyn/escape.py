@@ -321,7 +321,9 @@ _SPREAD_MIN = 0.5
 _SPREAD_REL = 0.05
 _SPREAD_CELLS = 300  # equal-probability points of the start law in the mixture
 _SPREAD_GRID = 400  # log grid (16 e-folds below the top) on which the CDF of X is inverted
-_SPREAD_BISECT = 10
+_SPREAD_BISECT = 12
+_SPREAD_STRIDE = 10  # every 10th of the 300 points K_j brackets the levels
+_SPREAD_CHUNK = 128  # rows (values of mu) whose quantiles are solved together
 
 
 def _apply_mult(tab: dict | None, sig1: float) -> None:
@@ -373,31 +375,55 @@ def _spread_cdf(tab: dict, t: Array) -> Array:
     """
     K, mu_, s2 = tab["spread"]
     t_in = np.asarray(t, dtype=float)
-    t = np.clip(np.nan_to_num(t_in, posinf=1e300), 1e-12, 1e300)[..., None]
-    L = mu_ * K
-    st = np.sqrt(s2 * t)
-    f = ndtr((mu_ * t - L) / st) + np.exp(np.minimum(2.0 * mu_ * L / s2
-                                                      + log_ndtr((-mu_ * t - L) / st), 0.0))
+    out = _spread_cdf_rows(K[None, :], np.array([mu_]), np.array([s2]),
+                           t_in.reshape(1, -1)).reshape(t_in.shape)
+    return out
+
+
+def _spread_cdf_rows(K: Array, mu_: Array, s2: Array, t: Array) -> Array:
+    """:func:`_spread_cdf` for ``R`` laws at once: ``K`` (R, N), ``mu_`` and ``s2`` (R,),
+    ``t`` (R, L); returns (R, L)."""
+    t_in = t
+    tt = np.clip(np.nan_to_num(t_in, posinf=1e300), 1e-12, 1e300)[..., None]  # (R, L, 1)
+    m = mu_[:, None, None]
+    v = s2[:, None, None]
+    L = m * K[:, None, :]  # (R, 1, N)
+    st = np.sqrt(v * tt)
+    f = ndtr((m * tt - L) / st) + np.exp(np.minimum(2.0 * m * L / v
+                                                     + log_ndtr((-m * tt - L) / st), 0.0))
     out = np.mean(np.clip(f, 0.0, 1.0), axis=-1)
     return np.where(t_in == np.inf, 1.0, np.where(t_in == -np.inf, 0.0, out))
 
 
 def _spread_quantiles(tab: dict, p: Array) -> Array:
-    """Quantiles of the law with the multiplicative noise: the CDF on a grid of steps (the
-    points ``K_j`` and the tails) brackets each level, ``_SPREAD_BISECT`` bisections narrow
-    the bracket to 1/1000 of a grid interval and a linear interpolation of the CDF inside it
+    """Quantiles of the law with the multiplicative noise (one ``mu``; see
+    :func:`_spread_quantiles_rows`)."""
+    return _spread_quantiles_rows([tab], p)[0]
+
+
+def _spread_quantiles_rows(tabs: list[dict], p: Array) -> Array:
+    """Quantiles at levels ``p`` of the laws with the multiplicative noise of several ``mu``
+    at once (rows of the result): the CDF on a grid of steps (every ``_SPREAD_STRIDE``-th
+    point ``K_j`` and the tails) brackets each level, ``_SPREAD_BISECT`` bisections narrow the
+    bracket to 1/4096 of a grid interval and a linear interpolation of the CDF inside it
     finishes."""
-    K, mu_, s2 = tab["spread"]
-    sd_top = math.sqrt(s2 * K[-1]) / mu_
-    grid = np.unique(np.concatenate([[1e-9, max(K[0] - 6.0 * math.sqrt(s2 * K[0]) / mu_, 1e-9)],
-                                     K[::3], [K[-1] + 3.0 * sd_top, K[-1] + 12.0 * sd_top + 10.0]]))
-    F = _spread_cdf(tab, grid)
-    k = np.clip(np.searchsorted(F, p), 1, grid.size - 1)
-    lo, hi = grid[k - 1], grid[k]
-    f_lo, f_hi = F[k - 1], F[k]
+    p = np.asarray(p, dtype=float)
+    K = np.stack([t["spread"][0] for t in tabs])  # (R, N)
+    mu_ = np.array([t["spread"][1] for t in tabs])
+    s2 = np.array([t["spread"][2] for t in tabs])
+    sd_top = np.sqrt(s2 * K[:, -1]) / mu_
+    low = np.maximum(K[:, 0] - 6.0 * np.sqrt(s2 * K[:, 0]) / mu_, 1e-9)
+    grid = np.sort(np.concatenate([np.full((K.shape[0], 1), 1e-9), low[:, None],
+                                   K[:, ::_SPREAD_STRIDE],
+                                   (K[:, -1] + 3.0 * sd_top)[:, None],
+                                   (K[:, -1] + 12.0 * sd_top + 10.0)[:, None]], axis=1), axis=1)
+    F = np.maximum.accumulate(_spread_cdf_rows(K, mu_, s2, grid), axis=1)
+    k = np.clip(np.sum(F[:, None, :] < p[None, :, None], axis=-1), 1, grid.shape[1] - 1)
+    lo, hi = np.take_along_axis(grid, k - 1, 1), np.take_along_axis(grid, k, 1)
+    f_lo, f_hi = np.take_along_axis(F, k - 1, 1), np.take_along_axis(F, k, 1)
     for _ in range(_SPREAD_BISECT):
         mid = 0.5 * (lo + hi)
-        f_mid = _spread_cdf(tab, mid)
+        f_mid = _spread_cdf_rows(K, mu_, s2, mid)
         below = f_mid < p
         lo, f_lo = np.where(below, mid, lo), np.where(below, f_mid, f_lo)
         hi, f_hi = np.where(below, hi, mid), np.where(below, f_hi, f_mid)
@@ -808,10 +834,13 @@ def escape_distribution(
             xq = _quantile_x(1.0 - np.asarray(QUANTILES), c[lin_rows], sigma[lin_rows], starts)
             for loc, i in enumerate(lin_rows):
                 q[i] = _steps_of_x(tables[i], xq[loc]) + 0.5
+        spread_rows = [i for i in oi if "spread" in tables[i]]
+        for k in range(0, len(spread_rows), _SPREAD_CHUNK):  # bounded memory
+            rows = spread_rows[k:k + _SPREAD_CHUNK]
+            q[rows] = _spread_quantiles_rows([tables[i] for i in rows],
+                                             np.asarray(QUANTILES)) + 0.5
         for i in oi:
-            if "spread" in tables[i]:
-                q[i] = _spread_quantiles(tables[i], np.asarray(QUANTILES)) + 0.5
-            elif "alpha" in tables[i]:
+            if "alpha" in tables[i] and "spread" not in tables[i]:
                 q[i] = _steps_of_x(tables[i], _quantile_tab(tables[i],
                                                             1.0 - np.asarray(QUANTILES))) + 0.5
             mean[i] = _mean_steps(tables[i]) + 0.5
