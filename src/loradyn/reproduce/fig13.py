@@ -30,7 +30,7 @@ RADIUS = 0.25
 # idle 2-core seconds, calibrated from measured CPU time (scripts/calibrate_estimates.py)
 # (quick: 16.2 CPU s measured with the erf / ReLU panels, 4 activations; paper: 2x the
 # 2-activation calibration)
-ESTIMATE = {"test": 10.0, "quick": 13.0, "paper": 420.0}
+ESTIMATE = {"test": 10.0, "quick": 32.0, "paper": 420.0}
 DENSE_MAX_D = 2000  # the dense engine costs O(B d) per step: cap d (and B = d / 10) there
 
 
@@ -40,7 +40,7 @@ def settings(scale: str) -> dict:
         test=dict(K=3, d=4000, batch=400, lr=0.05, seeds=4, ranks=(1, 2),
                   mus={"linear": (0.45, 0.7), "he2-norm": (0.4, 0.7), "erf": (0.15, 0.3),
                        "relu": (0.3, 0.6)}),
-        quick=dict(K=3, d=10000, batch=1000, lr=0.05, seeds=5, ranks=(1, 2, 4),
+        quick=dict(K=3, d=10000, batch=1000, lr=0.05, seeds=20, ranks=(1, 2, 4),
                    mus={"linear": (0.2, 0.45, 0.7), "he2-norm": (0.3, 0.55, 0.8),
                         "erf": (0.1, 0.25, 0.4), "relu": (0.2, 0.45, 0.7)}),
         paper=dict(K=3, d=40000, batch=4000, lr=0.05, seeds=20, ranks=(1, 2, 4, 8),
