@@ -52,3 +52,21 @@ def test_prediction_meets_the_targets_on_stored_cells(validation, cell):
     pq, sq = r["pred_q"], r["sim_q"]
     assert abs(pq[3] / sq[3] - 1) <= 0.10  # median
     assert abs(pq[1] / sq[1] - 1) <= 0.15 and abs(pq[5] / sq[5] - 1) <= 0.15  # q10, q90
+
+
+def test_seed_rule_from_the_predicted_density(validation):
+    # the standard error of each simulated quantile must be at most a quarter of its
+    # tolerance: a wide law (He3 at B = 60) needs more than the 400 seeds, a narrow
+    # one (linear, large d) keeps the minimum; lr d / B > 1 (no quantile target) keeps it too
+    def cell(act, mu, d, x):
+        lr = validation.lr_for(act)
+        return {"act": act, "mu": mu, "d": d, "x": x, "lr": lr, "seeds": 400,
+                "batch": max(1, round(validation.eta_eff(act) * d / x))}
+
+    wide = cell("he3", 0.5, 300, 1.0)
+    n_wide = validation.required_seeds(wide, validation.predict(wide))
+    assert 500 < n_wide <= validation.MAX_SEEDS
+    narrow = cell("linear", 0.5, 1000, 0.1)
+    assert validation.required_seeds(narrow, validation.predict(narrow)) == 400
+    noisy = cell("he3", 0.5, 300, 4.0)
+    assert validation.required_seeds(noisy, validation.predict(noisy)) == 400
