@@ -137,3 +137,36 @@ def test_unwritable_output_is_one_line_error_before_simulating(tmp_path, capsys,
         assert exc.value.code == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error:") and len(err.splitlines()) == 1, err
+
+
+def test_escape_csv_per_rank_matches_the_library():
+    from loradyn.twolayer.escape import escape_distribution
+
+    r = _run("escape", "--mu", "0.2,0.6", "--rank", "1,2,4", "--d", "1000", "--lr", "0.1",
+             "--batch", "200", "--format", "csv")
+    assert r.exit_code == 0, r.output
+    rows = list(csv.reader(io.StringIO(r.stdout)))
+    assert rows[0] == ["rank", "q05", "q10", "q25", "q50", "q75", "q90", "q95", "mean"]
+    lib = escape_distribution([0.2, 0.6], [1, 2, 4], d=1000, lr=0.1, batch=200)
+    np.testing.assert_allclose([[float(v) for v in row[1:8]] for row in rows[1:]],
+                               lib.quantiles)
+    r = _run("escape", "--mu", "0.2,0.6", "--rank", "1,2", "--m0", "0.05", "--threshold",
+             "0.4", "--format", "json")
+    assert r.exit_code == 0, r.output
+    assert [row["rank"] for row in json.loads(r.stdout)["rows"]] == [1, 2]
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--mu", "0.2,1.6"], "outside"),
+    (["--mu", "0.2,0.6", "--activation", "erf"], "linear"),
+    (["--mu", "0.2,0.6", "--m0", "[[0.1,0]]"], "number --m0"),
+    (["--mu", "0.2,0.6", "--rank", "0"], "rank"),
+])
+def test_escape_bad_input_is_one_line_exit_2(args, msg, capsys):
+    from loradyn.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["twolayer", "escape", *args])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert msg in err and "Traceback" not in err and len(err.splitlines()) == 1, err

@@ -1,4 +1,5 @@
-"""CLI of the two-layer LoRA model (App. K): ``loradyn twolayer tau`` and ``... simulate``.
+"""CLI of the two-layer LoRA model (App. K): ``loradyn twolayer tau``, ``... simulate`` and
+``... escape``.
 
 Each command parses its options, calls one library function of :mod:`loradyn.twolayer`
 and prints the result; nothing is computed here. The options of ``simulate`` are
@@ -14,9 +15,11 @@ import json
 import typer
 
 from ..errors import LoradynError
+from ..escape import QUANTILE_NAMES
 from ..io import check_outputs, memory_errors
 from ..params import cli_command, declared, parse_ints
 from ..twolayer import TwoLayerConfig, plot_loss, save, simulate, summary, tau
+from ..twolayer.escape import escape_distribution
 from ._app import app
 from ._outputs import check_format, emit_rows, output_parameters, write_outputs
 
@@ -88,4 +91,49 @@ simulate_cmd = twolayer_app.command("simulate")(
                 extra=output_parameters("Write a PNG of loss vs time to this file."),
                 overrides={"rank": {**_RANK_LIST, "help": "LoRA rank, or a comma list of ranks "
                                     "(as --ranks)."}})
+)
+
+
+def _escape_body(fields: dict, fmt: str = "table") -> None:
+    """Predicted escape-step quantiles (5-95%) and mean per rank (linear activation, any mu_k).
+
+    No simulation: the exact reduction of the linear two-layer model to the single-index
+    one through the collective mismatch vector, r directions of which the first to reach
+    the threshold escapes (docs/theory.md section 12.1). --m0 unset means uniform directions.
+    """
+    f = check_format(fmt, ("table", "csv", "json"))
+    m0 = fields["m0"]
+    if m0 is not None and not isinstance(m0, int | float):
+        raise LoradynError("the escape prediction takes a number --m0 (overlap m0 on neuron "
+                           "j mod K), not an r x K list")
+    res = escape_distribution(list(fields["mu"]), parse_ints(fields["rank"], "rank"),
+                              d=fields["d"], lr=fields["lr"], batch=fields["batch"],
+                              radius=fields["threshold"], a0=fields["a0"], m0=m0,
+                              norm=fields["norm"], activation=fields["activation"])
+    rows = [{"rank": r, **{n: float(v) for n, v in zip(QUANTILE_NAMES, q, strict=True)},
+             "mean": float(m)} for r, q, m in zip(res.ranks, res.quantiles, res.mean,
+                                                   strict=True)]
+    meta = {k: res.config[k] for k in ("mu", "K", "d", "lr", "batch", "radius", "a0", "m0",
+                                       "norm", "single_index_mu")}
+    meta["units"] = "SGD steps"
+    emit_rows(rows, ["rank", *QUANTILE_NAMES, "mean"], f,
+              f"two-layer escape step: linear, mu = {res.config['mu']}, d = {fields['d']}, "
+              f"lr = {fields['lr']:g}, batch = {fields['batch']}", meta)
+
+
+_ESCAPE_KEEP = ("activation", "mu", "rank", "norm", "d", "lr", "batch", "a0", "m0",
+                "threshold")
+
+escape_cmd = twolayer_app.command("escape")(
+    cli_command(TwoLayerConfig, _escape_body,
+                extra=[inspect.Parameter("fmt", inspect.Parameter.KEYWORD_ONLY, annotation=str,
+                                         default=typer.Option("table", "--format", "-f",
+                                                              help="table, csv or json."))],
+                skip=tuple(f.name for f, _ in declared(TwoLayerConfig)
+                           if f.name not in _ESCAPE_KEEP),
+                overrides={"mu": {"default": ..., "help": "Comma list of mu_k, one per "
+                                  "teacher neuron (unequal allowed)."},
+                           "rank": {**_RANK_LIST, "help": "Comma list of ranks, e.g. 1,2,4."},
+                           "activation": {"default": "linear",
+                                          "help": "The prediction covers linear only."}})
 )
