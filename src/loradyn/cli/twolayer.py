@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import json
+from collections.abc import Callable
 
 import typer
 
@@ -45,19 +46,27 @@ def _tau_body(fields: dict, fmt: str = "table") -> None:
 _RANK_LIST = {"type": str, "default": "1", "names": ("--rank", "-r")}
 _TAU_KEEP = ("activation", "mu", "rank", "norm", "teacher", "label")
 
-tau_cmd = twolayer_app.command("tau")(
-    cli_command(TwoLayerConfig, _tau_body,
-                extra=[inspect.Parameter("fmt", inspect.Parameter.KEYWORD_ONLY, annotation=str,
-                                         default=typer.Option("table", "--format", "-f",
-                                                              help="table, csv or json."))],
-                skip=tuple(f.name for f, _ in declared(TwoLayerConfig)
-                           if f.name not in _TAU_KEEP),
-                overrides={"mu": {"default": ..., "help": "Comma list of mu_k, one per "
-                                  "teacher neuron."},
-                           "rank": {**_RANK_LIST, "help": "Comma list of ranks, e.g. 1,2,4."},
-                           "activation": {"help": "Any registered activation (erf, relu, "
-                                          "he3, he2+he3...)."}})
-)
+def _theory_command(name: str, body: Callable[..., None], keep: tuple[str, ...],
+                    mu_help: str, activation: dict) -> Callable[..., None]:
+    """A theory command (no simulation): the ``keep`` fields of TwoLayerConfig, ``--mu`` and
+    ``--rank`` as comma lists, and ``--format table|csv|json``."""
+    return twolayer_app.command(name)(
+        cli_command(TwoLayerConfig, body,
+                    extra=[inspect.Parameter("fmt", inspect.Parameter.KEYWORD_ONLY,
+                                             annotation=str,
+                                             default=typer.Option("table", "--format", "-f",
+                                                                  help="table, csv or json."))],
+                    skip=tuple(f.name for f, _ in declared(TwoLayerConfig)
+                               if f.name not in keep),
+                    overrides={"mu": {"default": ..., "help": mu_help},
+                               "rank": {**_RANK_LIST,
+                                        "help": "Comma list of ranks, e.g. 1,2,4."},
+                               "activation": activation}))
+
+
+tau_cmd = _theory_command(
+    "tau", _tau_body, _TAU_KEEP, "Comma list of mu_k, one per teacher neuron.",
+    {"help": "Any registered activation (erf, relu, he3, he2+he3...)."})
 
 
 def _simulate_body(fields: dict, out: str | None = None, fmt: str = "table",
@@ -124,16 +133,7 @@ def _escape_body(fields: dict, fmt: str = "table") -> None:
 _ESCAPE_KEEP = ("activation", "mu", "rank", "norm", "d", "lr", "batch", "a0", "m0",
                 "threshold")
 
-escape_cmd = twolayer_app.command("escape")(
-    cli_command(TwoLayerConfig, _escape_body,
-                extra=[inspect.Parameter("fmt", inspect.Parameter.KEYWORD_ONLY, annotation=str,
-                                         default=typer.Option("table", "--format", "-f",
-                                                              help="table, csv or json."))],
-                skip=tuple(f.name for f, _ in declared(TwoLayerConfig)
-                           if f.name not in _ESCAPE_KEEP),
-                overrides={"mu": {"default": ..., "help": "Comma list of mu_k, one per "
-                                  "teacher neuron (unequal allowed)."},
-                           "rank": {**_RANK_LIST, "help": "Comma list of ranks, e.g. 1,2,4."},
-                           "activation": {"default": "linear",
-                                          "help": "The prediction covers linear only."}})
-)
+escape_cmd = _theory_command(
+    "escape", _escape_body, _ESCAPE_KEEP,
+    "Comma list of mu_k, one per teacher neuron (unequal allowed).",
+    {"default": "linear", "help": "The prediction covers linear only."})
