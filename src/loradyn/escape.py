@@ -1043,13 +1043,14 @@ def _noise_along_path(
     return out
 
 
-def _mean_steps(tab: dict, points: int = 2000) -> float:
-    r""":math:`E[K(X)] = \int K(x)\, f_X(x)\, x\, d\log x` (trapezoid on a log grid)."""
+def _mean_steps(tab: dict, points: int = 2000, mix_points: int = 600) -> float:
+    r""":math:`E[K(X)] = \int K(x)\, f_X(x)\, x\, d\log x` (trapezoid on a log grid of
+    ``points``; a mixture law: midpoint rule on ``mix_points``)."""
     if "alpha" in tab:  # mixture: midpoint rule on the CDF increments of a log grid
         # (600 points: K is nearly linear in log x on each interval, where the midpoint
         # rule is exact; 2000 points change the mean by < 2e-5 on the grid's ReLU cells)
         top = float(np.max(np.abs(tab["alpha"]))) + 12.0 * tab["s"]
-        v = np.linspace(math.log(top) - 40.0, math.log(top), min(points, 600))
+        v = np.linspace(math.log(top) - 40.0, math.log(top), mix_points)
         F = _cdf_tab(tab, np.exp(v))
         mid = np.exp(0.5 * (v[1:] + v[:-1]))
         return float(np.sum(_steps_of_x(tab, mid) * np.diff(F)) / max(F[-1] - F[0], 1e-300))
