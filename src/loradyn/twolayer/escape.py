@@ -143,7 +143,8 @@ def escape_distribution(
     # direction and the effective alignment mu_eff = 1 - |delta| / sqrt(K)
     dvec = 1.0 - mus
     dn = float(np.linalg.norm(dvec))
-    mu_eff = float(np.clip(1.0 - dn / math.sqrt(K), 0.0, 1.0))
+    mu_eff = (float(mus[0]) if np.ptp(mus) == 0  # equal: exactly the common mu
+              else float(np.clip(1.0 - dn / math.sqrt(K), 0.0, 1.0)))
     dhat = dvec / dn if dn > 0 else np.full(K, 1.0 / math.sqrt(K))
 
     def single(m0_j: float | None, perp2: float, starts: int) -> EscapeResult:
