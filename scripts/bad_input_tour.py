@@ -165,7 +165,11 @@ def baselines(tmp: Path) -> dict[tuple[str, ...], list[str]]:
         ("hermite",): ["hermite", "-a", "erf", "--kmax", "5", "--format", "csv"],
         ("simulate",): ["simulate", "-t", "linear", "--mu", "0.5", "--d", "50", "--batch", "10",
                         "--steps", "30", "--format", "json"],
+        ("escape",): ["escape", "-t", "erf", "--mu", "0.5", "--d", "300", "--batch", "60",
+                      "--format", "csv"],
         ("twolayer", "tau"): ["twolayer", "tau", "--mu", "0.5,0.5", "--format", "csv"],
+        ("twolayer", "escape"): ["twolayer", "escape", "--mu", "0.5,0.3", "--d", "300",
+                                 "--batch", "60", "--format", "csv"],
         ("twolayer", "simulate"): ["twolayer", "simulate", "--mu", "0.5,0.5", "--d", "40",
                                    "--batch", "10", "--steps", "20", "--format", "json"],
         ("reproduce",): ["reproduce", "--out", str(tmp / "rep"), "--scale", "test",
@@ -185,8 +189,8 @@ def baselines(tmp: Path) -> dict[tuple[str, ...], list[str]]:
     }
 
 
-FAST = {("tau",), ("singularities",), ("hermite",), ("simulate",), ("twolayer", "tau"),
-        ("twolayer", "simulate")}
+FAST = {("tau",), ("singularities",), ("hermite",), ("simulate",), ("escape",),
+        ("twolayer", "tau"), ("twolayer", "simulate"), ("twolayer", "escape")}
 
 
 def _set(argv: list[str], opts: list[str], value: str | None) -> list[str]:

@@ -347,7 +347,8 @@ def _tour():
 
 
 def test_systematic_bad_values_of_every_fast_option_are_clean(tmp_path, capsys):
-    """Every option of tau, singularities, hermite, simulate and twolayer tau/simulate,
+    """Every option of tau, singularities, hermite, simulate, escape and twolayer
+    tau/simulate/escape,
     tried missing, empty, of the wrong type, NaN, inf, negative, zero, huge and as a bad
     path: each ends clean (see scripts/bad_input_tour.py for the rule)."""
     tour = _tour()

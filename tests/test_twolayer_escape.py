@@ -87,6 +87,9 @@ def test_fixed_start_with_unequal_alignments_is_the_first_of_the_directions():
 def test_bad_input():
     with pytest.raises(LoradynError, match="outside"):
         escape_distribution([0.3, 1.5], [1], d=1000, lr=0.1, batch=100)
+    for d in (0, -1, 2, 10.5, True):  # the default a0 = 1/sqrt(d) needs a valid d first
+        with pytest.raises(LoradynError, match="dimension"):
+            escape_distribution([0.3, 0.5], [1], d=d, lr=0.1, batch=100)
     with pytest.raises(LoradynError, match="linear"):
         escape_distribution(0.5, [1], K=2, d=1000, lr=0.1, batch=100, activation="he2-norm")
     with pytest.raises(LoradynError, match="ranks"):

@@ -124,6 +124,8 @@ def escape_distribution(
     if activation.strip().lower() not in ("linear", "x", "identity", "id"):
         raise LoradynError(f"the two-layer escape prediction covers the linear activation, not "
                            f"{activation!r}")
+    if isinstance(d, bool) or not isinstance(d, int | np.integer) or d < 3:
+        raise LoradynError(f"d = {d!r} is invalid: the dimension must be an integer >= 3")
     mus = np.atleast_1d(np.asarray(mu, dtype=float)).ravel()
     check_mu(mus)
     if mus.size > 1:
