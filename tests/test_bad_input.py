@@ -555,3 +555,22 @@ def test_full_disk_while_writing_is_one_line(tmp_path, capsys, monkeypatch):
                          "--steps", "20", "--out", str(out)], capsys)
     line = _one_error_line(err)
     assert code == 2 and "No space left" in line and str(out) in line and "not saved" in line
+
+
+def test_huge_worker_counts_are_refused_before_any_process_starts(tmp_path, capsys):
+    # each local worker is a process: 1e12 of them exhausted the memory (the bad-input tour
+    # was killed by the kernel); now a one-line error names the limit
+    from loradyn.cli import main
+    from loradyn.sweep.runner import max_local_workers
+
+    top = max_local_workers()
+    for argv in (["reproduce", "--workers", "1000000000000", "--scale", "test", "--only", "fig8",
+                  "--out", str(tmp_path / "r"), "--no-progress"],
+                 ["sweep", "run", str(tmp_path / "missing.toml"), "--workers", str(top + 1),
+                  "--out", str(tmp_path / "s")]):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert "too many local processes" in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "r").exists() and not (tmp_path / "s").exists()

@@ -53,6 +53,9 @@ def reproduce_cmd(
         raise LoradynError(f"unknown engine {engine!r}: choose reduced or dense")
 
     check_seed(seed)
+    from ..sweep.runner import check_workers
+
+    check_workers(workers)  # before anything is written
     ids = parse_only(only, extra=discover())
     prepare_out(out)
     est = expected_seconds(scale, ids)

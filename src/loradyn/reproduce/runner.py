@@ -248,9 +248,9 @@ def reproduce(
         raise LoradynError(f"unknown engine {engine!r}: choose reduced or dense")
     if workers is not None and scheduler is not None:
         raise LoradynError("give either --workers or --scheduler, not both")
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
-                                or workers < 1):
-        raise LoradynError(f"--workers = {workers!r} is invalid: give a positive integer")
+    from ..sweep.runner import check_workers  # (lazy: the sweep package pulls in Dask)
+
+    check_workers(workers)
     for name, val in (("--store", store), ("--from-data", from_data)):
         if val is not None and not str(val).strip():
             raise LoradynError(f"{name} is empty: give a directory")

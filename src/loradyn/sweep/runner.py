@@ -138,6 +138,24 @@ CONNECT_TIMEOUT = "10s"
 """How long ``sweep run --scheduler`` waits for the scheduler before a one-line error."""
 
 
+def max_local_workers() -> int:
+    """The most local worker processes ``--workers`` may ask for: 4 per CPU, at least 32."""
+    return max(32, 4 * (os.cpu_count() or 1))
+
+
+def check_workers(workers: object) -> None:
+    """Raise :class:`LoradynError` unless ``workers`` is None or a positive integer of at most
+    :func:`max_local_workers` (each is a process: a huge count would exhaust the memory)."""
+    if workers is None:
+        return
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise LoradynError(f"--workers = {workers!r} is invalid: give a positive integer")
+    top = max_local_workers()
+    if workers > top:
+        raise LoradynError(f"--workers = {workers} is too many local processes: give at most "
+                           f"{top} (4 per CPU), or --scheduler for a cluster")
+
+
 @contextlib.contextmanager
 def dask_client(workers: int | None, scheduler: str | None, n_tasks: int) -> Iterator[Any]:
     """A Dask ``Client``: to the scheduler at ``scheduler``, or to a new ``LocalCluster`` of
@@ -178,6 +196,7 @@ def dask_client(workers: int | None, scheduler: str | None, n_tasks: int) -> Ite
                     "runs"
                 ) from None
         else:
+            check_workers(workers)
             n = workers if workers is not None else min(os.cpu_count() or 1, n_tasks)
             cluster = stack.enter_context(
                 LocalCluster(
@@ -241,9 +260,7 @@ def run_sweep(
         raise LoradynError("give either --workers or --scheduler, not both")
     if scheduler is not None:
         _check_address(scheduler)  # a malformed address is refused even with nothing to run
-    bad_workers = isinstance(workers, bool) or not isinstance(workers, int) or workers < 1
-    if workers is not None and bad_workers:
-        raise LoradynError(f"--workers = {workers!r} is invalid: give a positive integer")
+    check_workers(workers)
     try:
         spec = load_spec(spec_or_path)
     except OSError as exc:  # a folder, a path below a file, no permission
