@@ -251,21 +251,27 @@ def load(out: Path) -> list[dict]:
     return [c for c in cells if "raw" in c]
 
 
+def read_store(out: Path) -> tuple[list[dict], list[dict], list[str]]:
+    """The stored cells of a run directory, its skipped cells and its pass log."""
+    sp, log = out / "skipped.txt", out / "runs.log"
+    skipped = json.loads(sp.read_text()) if sp.exists() else []
+    passes = ([ln.strip() for ln in log.read_text().splitlines() if ln.strip()]
+              if log.exists() else [])
+    return load(out), skipped, passes
+
+
 def pack(out: Path, dest: Path) -> None:
     """One gzipped JSON bundle of a run directory: every cell's raw escape steps, the skipped
     cells and the pass log (what ``--write --bundle`` needs to regenerate the table)."""
-    sp, log = out / "skipped.txt", out / "runs.log"
-    bundle = {"cells": load(out),
-              "skipped": json.loads(sp.read_text()) if sp.exists() else [],
-              "runs": ([ln.strip() for ln in log.read_text().splitlines() if ln.strip()]
-                       if log.exists() else [])}
+    cells, skipped, passes = read_store(out)
+    bundle = {"cells": cells, "skipped": skipped, "runs": passes}
     raw = json.dumps(bundle, separators=(",", ":"), sort_keys=True).encode()
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, suffix=".tmp")
     with os.fdopen(fd, "wb") as fh:
         fh.write(gzip.compress(raw, 9, mtime=0))
     os.replace(tmp, dest)
-    print(f"packed {len(bundle['cells'])} cells into {dest} ({dest.stat().st_size} bytes)")
+    print(f"packed {len(cells)} cells into {dest} ({dest.stat().st_size} bytes)")
 
 
 def _fmt(v: float, digits: int = 4) -> str:
@@ -377,21 +383,12 @@ def main() -> None:
     if args.pack:
         pack(out, Path(args.pack))
         return
-    if args.write and args.bundle:
-        b = json.loads(gzip.decompress(Path(args.bundle).read_bytes()))
-        cells, skipped, passes = b["cells"], b["skipped"], b["runs"]
-    elif args.write:
-        out.mkdir(parents=True, exist_ok=True)
-        cells = load(out)
-        sp = out / "skipped.txt"
-        skipped = json.loads(sp.read_text()) if sp.exists() else []
-        log = out / "runs.log"
-        passes = ([ln.strip() for ln in log.read_text().splitlines() if ln.strip()]
-                  if log.exists() else [])
-    if not args.write:
-        out.mkdir(parents=True, exist_ok=True)
-    skipped_path = out / "skipped.txt"  # not *.json: load() reads every cell file
     if args.write:
+        if args.bundle:
+            b = json.loads(gzip.decompress(Path(args.bundle).read_bytes()))
+            cells, skipped, passes = b["cells"], b["skipped"], b["runs"]
+        else:
+            cells, skipped, passes = read_store(out)
         results = [evaluate(r) for r in cells]
         done = {key(r) for r in results}
         uniq: dict[str, dict] = {}
@@ -408,6 +405,8 @@ def main() -> None:
         print(block.splitlines()[0])
         print(f"updated {DOC}")
         return
+    out.mkdir(parents=True, exist_ok=True)
+    skipped_path = out / "skipped.txt"  # not *.json: load() reads every cell file
     t_start = time.perf_counter()
     cells = grid(args.grid, args.seeds)
     skipped_before = ({key(c) for c in json.loads(skipped_path.read_text())}

@@ -375,9 +375,8 @@ def _spread_cdf(tab: dict, t: Array) -> Array:
     """
     K, mu_, s2 = tab["spread"]
     t_in = np.asarray(t, dtype=float)
-    out = _spread_cdf_rows(K[None, :], np.array([mu_]), np.array([s2]),
-                           t_in.reshape(1, -1)).reshape(t_in.shape)
-    return out
+    return _spread_cdf_rows(K[None, :], np.array([mu_]), np.array([s2]),
+                            t_in.reshape(1, -1)).reshape(t_in.shape)
 
 
 def _spread_cdf_rows(K: Array, mu_: Array, s2: Array, t: Array) -> Array:
